@@ -1,0 +1,301 @@
+"""Microsoft 365 sync state per user, after Business Central's pages and tables: User Card,
+Exchange Sync Setup (6700), Contact Sync Setup, Activity Log (710) and Job Queue Entry (472)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from contacts.models import normalize_email
+
+DEFAULT_FOLDER_NAME = "Business Central"
+
+
+class UserCard(models.Model):
+    """The Microsoft 365 section of Business Central's User Card."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="user_card")
+    microsoft_365_email = models.EmailField(
+        "Microsoft 365 email",
+        max_length=250,
+        blank=True,
+        help_text="The mailbox whose contacts this user syncs (Business Central: Authentication Email).",
+    )
+
+    class Meta:
+        verbose_name = "user card"
+        constraints = [
+            models.UniqueConstraint(
+                Lower("microsoft_365_email"),
+                name="usercard_unique_m365_email_ci",
+                condition=~models.Q(microsoft_365_email=""),
+                violation_error_message="Another user already has this Microsoft 365 email.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} <{self.microsoft_365_email or 'no Microsoft 365 email'}>"
+
+    def save(self, *args, **kwargs) -> None:
+        self.microsoft_365_email = normalize_email(self.microsoft_365_email)
+        super().save(*args, **kwargs)
+
+
+class ConnectionStatus(models.TextChoices):
+    NOT_VALIDATED = "not_validated", "Not validated"
+    CONNECTED = "connected", "Connected"
+    FAILED = "failed", "Failed"
+
+
+class ExchangeSyncSetup(models.Model):
+    """Page 6700 "Exchange Sync. Setup": one per user."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exchange_sync_setup"
+    )
+    connection_status = models.CharField(
+        max_length=20, choices=ConnectionStatus.choices, default=ConnectionStatus.NOT_VALIDATED
+    )
+    last_validated_at = models.DateTimeField("Last validated", null=True, blank=True)
+    last_validation_message = models.TextField("Last validation result", blank=True)
+    enabled = models.BooleanField("Enable Background Synchronization", default=False)
+
+    class Meta:
+        verbose_name = "Exchange sync setup"
+        permissions = [("run_contact_sync", "Can run contact sync")]
+
+    def __str__(self) -> str:
+        return f"Exchange Sync Setup of {self.user}"
+
+
+class OutOfScopePolicy(models.TextChoices):
+    KEEP = "keep", "Keep the Outlook copy (stop syncing it)"
+    REMOVE = "remove", "Remove it from the Outlook folder"
+
+
+class ContactSyncSetup(models.Model):
+    """Page "Contact Sync. Setup": folder, filter and the sync state of one user."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_sync_setup"
+    )
+    folder_name = models.CharField("Folder name", max_length=250, default=DEFAULT_FOLDER_NAME)
+    folder_id = models.CharField("Graph folder id", max_length=512, blank=True, editable=False)
+    folder_mailbox = models.CharField(max_length=250, blank=True, editable=False)
+    contact_filter = models.JSONField(
+        "Sync filter",
+        default=dict,
+        blank=True,
+        help_text='Business Central filter expressions per field, e.g. {"territory_code": "EU|NA"}.',
+    )
+    out_of_scope_policy = models.CharField(
+        "When a contact leaves the filter",
+        max_length=10,
+        choices=OutOfScopePolicy.choices,
+        default=OutOfScopePolicy.KEEP,
+    )
+    last_sync_at = models.DateTimeField("Last Sync Date Time", null=True, blank=True, editable=False)
+    watermark = models.DateTimeField(
+        "Changes synced up to",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Start of the last successful run: Business Central edits after it go in the next Sync.",
+    )
+    delta_link = models.TextField(blank=True, editable=False)
+    active_run = models.ForeignKey(
+        "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "contact sync setup"
+
+    def __str__(self) -> str:
+        return f"Contact Sync Setup of {self.user}"
+
+
+class ContactLink(models.Model):
+    """One synced pair: a Business Central contact and the Outlook contact in the user's folder.
+    The Graph immutable id is the identity; the email address never is. A link whose contact is
+    gone (contact = NULL) is the tombstone that deletes the Outlook copy on the next run."""
+
+    setup = models.ForeignKey(ContactSyncSetup, on_delete=models.CASCADE, related_name="links")
+    contact = models.ForeignKey(
+        "contacts.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="sync_links"
+    )
+    contact_no = models.CharField(max_length=20, blank=True)
+    graph_id = models.CharField(max_length=512)
+    change_key = models.CharField(max_length=256, blank=True)
+    bc_hash = models.CharField(max_length=64, blank=True)
+    m365_hash = models.CharField(max_length=64, blank=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["setup", "graph_id"], name="link_unique_graph_id"),
+            models.UniqueConstraint(fields=["setup", "contact"], name="link_unique_contact"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_no or '(deleted)'} <-> {self.graph_id[:16]}..."
+
+
+class SyncMode(models.TextChoices):
+    SYNC = "sync", "Sync with Microsoft 365"
+    FULL = "full", "Full Sync with Microsoft 365"
+    PREVIEW = "preview", "Preview"
+
+
+class SyncTrigger(models.TextChoices):
+    BUTTON = "button", "Button"
+    ADMIN_ACTION = "admin_action", "Admin action"
+    JOB_QUEUE = "job_queue", "Job queue"
+    COMMAND = "command", "Command"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class SyncRun(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sync_runs")
+    mode = models.CharField(max_length=10, choices=SyncMode.choices)
+    trigger = models.CharField(max_length=20, choices=SyncTrigger.choices, default=SyncTrigger.BUTTON)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    allow_mass_delete = models.BooleanField(default=False)
+    job_queue_entry = models.ForeignKey(
+        "JobQueueEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="sync_runs"
+    )
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created = models.PositiveIntegerField("Created in Outlook", default=0)
+    updated = models.PositiveIntegerField("Updated in Outlook", default=0)
+    deleted = models.PositiveIntegerField("Deleted from Outlook", default=0)
+    recreated = models.PositiveIntegerField("Recreated in Outlook", default=0)
+    imported = models.PositiveIntegerField("Created in Business Central", default=0)
+    bc_updated = models.PositiveIntegerField("Updated in Business Central", default=0)
+    linked = models.PositiveIntegerField("Matched by email", default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    graph_requests = models.PositiveIntegerField("Graph requests", default=0)
+    summary = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [models.Index(fields=["user", "-queued_at"], name="syncrun_user_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display()} #{self.pk} ({self.get_status_display()})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+class Direction(models.TextChoices):
+    TO_M365 = "to_m365", "Business Central → Outlook"
+    TO_BC = "to_bc", "Outlook → Business Central"
+    NONE = "none", "—"
+
+
+class Outcome(models.TextChoices):
+    CREATED = "created", "Created"
+    UPDATED = "updated", "Updated"
+    DELETED = "deleted", "Deleted"
+    RECREATED = "recreated", "Recreated"
+    LINKED = "linked", "Linked"
+    SKIPPED = "skipped", "Skipped"
+    FAILED = "failed", "Failed"
+    PLANNED = "planned", "Planned (preview)"
+
+
+class ActivityLog(models.Model):
+    """Business Central's Activity Log (710), with successes logged too."""
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="log_entries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    contact = models.ForeignKey(
+        "contacts.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    contact_no = models.CharField(max_length=20, blank=True)
+    email = models.CharField(max_length=320, blank=True)
+    graph_id = models.CharField(max_length=512, blank=True)
+    direction = models.CharField(max_length=10, choices=Direction.choices, default=Direction.NONE)
+    action = models.CharField(max_length=30)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "activity log entry"
+        verbose_name_plural = "activity log"
+        indexes = [models.Index(fields=["user", "-created_at"], name="activitylog_user_recent_idx")]
+
+    def __str__(self) -> str:
+        return self.message[:80]
+
+
+class JobStatus(models.TextChoices):
+    READY = "ready", "Ready"
+    IN_PROCESS = "in_process", "In Process"
+    ERROR = "error", "Error"
+    ON_HOLD = "on_hold", "On Hold"
+
+
+class ObjectType(models.TextChoices):
+    CODEUNIT = "codeunit", "Codeunit"
+
+
+class JobQueueEntry(models.Model):
+    """Business Central's Job Queue Entry (472). Object ID 6700 syncs every user whose background
+    synchronization is enabled. Each entry owns exactly one django-q2 Schedule."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_queue_entries"
+    )
+    object_type_to_run = models.CharField(
+        "Object Type to Run", max_length=20, choices=ObjectType.choices, default=ObjectType.CODEUNIT
+    )
+    object_id_to_run = models.PositiveIntegerField("Object ID to Run", default=6700)
+    description = models.CharField(max_length=250, blank=True)
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.READY)
+    recurring = models.BooleanField("Recurring Job", default=True)
+    minutes_between_runs = models.PositiveIntegerField("No. of Minutes between Runs", default=1440)
+    run_on_mondays = models.BooleanField(default=True)
+    run_on_tuesdays = models.BooleanField(default=True)
+    run_on_wednesdays = models.BooleanField(default=True)
+    run_on_thursdays = models.BooleanField(default=True)
+    run_on_fridays = models.BooleanField(default=True)
+    run_on_saturdays = models.BooleanField(default=True)
+    run_on_sundays = models.BooleanField(default=True)
+    earliest_start_at = models.DateTimeField("Earliest Start Date/Time", default=timezone.now)
+    last_run_at = models.DateTimeField("Last run", null=True, blank=True, editable=False)
+    next_run_at = models.DateTimeField("Next run", null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    schedule = models.OneToOneField(
+        "django_q.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        verbose_name = "job queue entry"
+        verbose_name_plural = "job queue entries"
+
+    def __str__(self) -> str:
+        return f"{self.get_object_type_to_run_display()} {self.object_id_to_run} {self.description}".strip()
