@@ -308,7 +308,7 @@ class GraphClient:
         folder_id: str,
         delta_link: str | None,
         select: list[str] | None = None,
-        page_size: int = 500,
+        page_size: int = 200,
     ) -> Iterator[DeltaPage]:
         """Changes in the folder since ``delta_link`` (everything, when it is None), one page at a
         time so a 100k-contact folder never sits in memory. Only the last page carries the new
