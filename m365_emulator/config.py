@@ -1,0 +1,78 @@
+"""Emulator settings. Every knob is a field; most can be changed at runtime via Emulator.configure."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Graph's Outlook limits per app and mailbox (reference/microsoft-graph.md §5) and its page sizes (§2, §3).
+DEFAULT_MAX_CONCURRENCY = 4
+DEFAULT_RATE_LIMIT = 10_000
+DEFAULT_RATE_WINDOW_S = 600.0
+MAX_TOP = 1000
+DEFAULT_TOP = 10
+# contact delta pages: a Microsoft answer puts both the default and the cap of odata.maxpagesize at 200.
+DEFAULT_DELTA_PAGE_SIZE = 200
+MAX_BATCH_REQUESTS = 20
+
+
+@dataclass
+class EmulatorConfig:
+    tenant: str = "bcsync-demo"
+    client_id: str = "bcsync-local"
+    client_secret: str = "local-emulator-secret"
+    mailboxes: list[str] = field(default_factory=list)
+    # Public URLs written into discovery documents and @odata.nextLink/deltaLink values. The application
+    # keeps Microsoft's real URLs and rewrites scheme+host in its transport, so these default to Microsoft's.
+    authority_url: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com"
+    state_file: str | None = None
+    save_debounce_s: float = 1.0
+    latency_ms: float = 0.0
+    item_latency_ms: float = 0.0
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    rate_limit: int = DEFAULT_RATE_LIMIT
+    rate_window_s: float = DEFAULT_RATE_WINDOW_S
+    token_lifetime_s: int = 3600
+    fault_rate_429: float = 0.0
+    fault_rate_503: float = 0.0
+    fault_rate_504: float = 0.0
+    fault_seed: int | None = None
+    retry_after_s: int = 1  # Retry-After sent with throttling and (when enabled) 503 responses
+    retry_after_on_503: bool = True
+    delta_page_size: int = DEFAULT_DELTA_PAGE_SIZE  # default and cap of Prefer: odata.maxpagesize on delta
+    delta_token_max_age_s: float | None = None  # older delta/skip tokens answer 410 syncStateNotFound
+    delta_replay: bool = False  # each delta round re-sends the previous round's changes too
+    shuffle_batch_responses: bool = True
+
+
+# Fields fixed for the life of an Emulator (identity of the tenant and where state lives).
+STARTUP_ONLY = frozenset({"mailboxes", "state_file"})
+# One-shot actions accepted by configure() next to the knobs.
+ACTIONS = frozenset({"expire_tokens_now", "expire_delta_tokens_now"})
+
+
+def coerce_knob(name: str, value: Any) -> Any:
+    """Convert a JSON/CLI value to the type of config field `name`; ValueError when it does not fit."""
+    fields = {f.name: f for f in dataclasses.fields(EmulatorConfig)}
+    if name not in fields or name in STARTUP_ONLY:
+        raise ValueError(f"unknown or read-only knob {name!r}")
+    annotation = str(fields[name].type)
+    if value is None:
+        if "None" not in annotation:
+            raise ValueError(f"{name} cannot be null")
+        return None
+    if annotation.startswith("bool"):
+        if isinstance(value, str):
+            return value.strip().lower() in {"1", "true", "yes", "on"}
+        return bool(value)
+    if annotation.startswith("int"):
+        return int(value)
+    if annotation.startswith("float"):
+        return float(value)
+    return str(value)
+
+
+def config_as_dict(config: EmulatorConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

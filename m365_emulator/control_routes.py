@@ -1,0 +1,98 @@
+"""/_emulator/*: knobs, counters, resets, mailboxes and the Outlook back door, as plain JSON.
+
+No auth, no faults, no limits and not counted in the Graph stats. Errors use Graph's envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from .config import config_as_dict
+from .errors import GraphError, bad_request
+from .messages import Request, Response
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
+
+Action = Callable[["Emulator", dict[str, str], Any], Any]
+
+
+def _body(request: Request) -> Any:
+    if not request.body:
+        return {}
+    try:
+        return json.loads(request.body)
+    except ValueError:
+        raise bad_request("The request body is not valid JSON.") from None
+
+
+def _configure(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise bad_request("Send a JSON object of knobs.")
+    try:
+        return emulator.configure(**body)
+    except (ValueError, TypeError) as error:
+        raise bad_request(str(error)) from None
+
+
+def _add_mailbox(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("upn"), str) or not body["upn"].strip():
+        raise bad_request('Send {"upn": "...", "rest_enabled": true}.')
+    emulator.add_mailbox(body["upn"].strip(), bool(body.get("rest_enabled", True)))
+    return {"upn": body["upn"].strip(), "rest_enabled": bool(body.get("rest_enabled", True))}
+
+
+def _contact_data(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("Send the contact as a JSON object.")
+    return body
+
+
+ROUTES: list[tuple[str, str, Action]] = [
+    ("GET", "/config", lambda e, p, b: config_as_dict(e.config)),
+    ("POST", "/config", _configure),
+    ("GET", "/stats", lambda e, p, b: e.stats()),
+    ("POST", "/stats/reset", lambda e, p, b: e.reset_stats()),
+    ("POST", "/reset", lambda e, p, b: e.reset()),
+    ("GET", "/mailboxes", lambda e, p, b: e.mailboxes()),
+    ("POST", "/mailboxes", _add_mailbox),
+    ("GET", "/mailboxes/{upn}/folders", lambda e, p, b: e.outlook(p["upn"]).list_folders()),
+    ("POST", "/mailboxes/{upn}/folders",
+     lambda e, p, b: e.outlook(p["upn"]).create_folder(str(_contact_data(b).get("displayName", "")),
+                                                       _contact_data(b).get("parent"))),
+    ("GET", "/mailboxes/{upn}/folders/{folder}/contacts",
+     lambda e, p, b: e.outlook(p["upn"]).list_contacts(p["folder"])),
+    ("POST", "/mailboxes/{upn}/folders/{folder}/contacts",
+     lambda e, p, b: e.outlook(p["upn"]).create_contact(p["folder"], _contact_data(b))),
+    ("GET", "/mailboxes/{upn}/contacts/{id}", lambda e, p, b: e.outlook(p["upn"]).get_contact(p["id"])),
+    ("PATCH", "/mailboxes/{upn}/contacts/{id}",
+     lambda e, p, b: e.outlook(p["upn"]).update_contact(p["id"], _contact_data(b))),
+    ("DELETE", "/mailboxes/{upn}/contacts/{id}", lambda e, p, b: e.outlook(p["upn"]).delete_contact(p["id"])),
+    ("POST", "/mailboxes/{upn}/contacts/{id}/move",
+     lambda e, p, b: e.outlook(p["upn"]).move_contact(p["id"], str(_contact_data(b).get("folder", "")))),
+]
+_COMPILED = [
+    (method, re.compile("^/_emulator" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "/?$"), action)
+    for method, template, action in ROUTES
+]
+
+
+def handle(emulator: Emulator, request: Request) -> Response:
+    for method, pattern, action in _COMPILED:
+        match = pattern.match(request.path)
+        if match and method == request.method:
+            params = {name: unquote(value) for name, value in match.groupdict().items()}
+            try:
+                result = action(emulator, params, _body(request))
+            except GraphError as error:
+                return emulator.error_response(error, emulator.new_request_id(), "")
+            if result is None:
+                return Response.empty(204)
+            return Response.json(200, result)
+    return emulator.error_response(
+        GraphError(404, "NotFound", f"No control endpoint at {request.method} {request.path}."),
+        emulator.new_request_id(), "")

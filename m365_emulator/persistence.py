@@ -1,0 +1,67 @@
+"""Optional state file: loaded at start, saved atomically at most once per debounce window."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .state import Store
+
+
+def load_store(path: str) -> Store | None:
+    file = Path(path)
+    if not file.exists():
+        return None
+    return Store.from_json(json.loads(file.read_text(encoding="utf-8")))
+
+
+def write_atomically(path: str, payload: Any) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, separators=(",", ":"))
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class DebouncedSaver:
+    """Coalesces many mutations into one write per `delay_s`, so a benchmark pushing 100,000 contacts
+    does not rewrite a large file per request."""
+
+    def __init__(self, path: str, delay_s: float, snapshot: Callable[[], Any]) -> None:
+        self.path = path
+        self.delay_s = delay_s
+        self.snapshot = snapshot
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._write_lock = threading.Lock()
+
+    def mark_dirty(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(self.delay_s, self.save)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def save(self) -> None:
+        with self._lock:
+            self._timer = None
+        with self._write_lock:
+            write_atomically(self.path, self.snapshot())
+
+    def flush(self) -> None:
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            with self._write_lock:
+                write_atomically(self.path, self.snapshot())

@@ -1,0 +1,69 @@
+"""Graph JSON for stored contacts and folders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .contacts import EMAIL_SLOTS
+from .schema import CONTACT_PROPERTIES
+from .state import Contact, Folder, Mailbox
+
+ALWAYS_SELECTED = ("id",)
+
+
+def etag(change_key: str) -> str:
+    return f'W/"{change_key}"'
+
+
+def contact_json(
+    mailbox: Mailbox,
+    contact: Contact,
+    immutable: bool,
+    select: list[str] | None = None,
+    expand: list[str] | None = None,
+) -> dict[str, Any]:
+    """The contact as Graph returns it: every schema property (nulls, {} and [] included) unless `select`
+    narrows it; `expand` lists the canonical extended-property keys asked for with $expand (None: no
+    expansion, [] with the $expand present: every stored property)."""
+    props = contact.props
+    emails = props["emailAddresses"]
+    server = {
+        "id": mailbox.item_id(contact.key, contact.folder, immutable),
+        "changeKey": contact.change_key,
+        "createdDateTime": contact.created,
+        "lastModifiedDateTime": contact.modified,
+        "parentFolderId": contact.folder.id,
+        **{slot: dict(emails[index]) if index < len(emails) else {} for index, slot in enumerate(EMAIL_SLOTS)},
+    }
+    names = CONTACT_PROPERTIES if select is None else [*ALWAYS_SELECTED, *select]
+    result: dict[str, Any] = {"@odata.etag": etag(contact.change_key)}
+    for name in names:
+        value = server[name] if name in server else props[name]
+        result[name] = _copy(value)
+    if expand is not None:
+        result["singleValueExtendedProperties"] = [
+            {"id": prop_id, "value": value}
+            for key, (prop_id, value) in contact.extended.items()
+            if not expand or key in expand
+        ]
+    return result
+
+
+def _copy(value: Any) -> Any:
+    # Stored values must not leak out by reference into a response that a caller could mutate.
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def removed_json(contact_id: str) -> dict[str, Any]:
+    return {"@odata.type": "#microsoft.graph.contact", "id": contact_id, "@removed": {"reason": "deleted"}}
+
+
+def folder_json(folder: Folder, select: list[str] | None = None) -> dict[str, Any]:
+    full = {"id": folder.id, "displayName": folder.display_name, "parentFolderId": folder.parent_id}
+    if select is None:
+        return full
+    return {name: full[name] for name in [*ALWAYS_SELECTED, *select] if name in full}
