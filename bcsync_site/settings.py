@@ -1,6 +1,7 @@
 """bcsync settings: everything comes from the environment (django-environ), with embedded defaults
 that need no server: a SQLite file under var/ and django-q2's ORM broker on it."""
 
+import os
 import secrets
 from pathlib import Path
 
@@ -77,8 +78,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not :memory:, so tests see the same locking as the app and other processes can open it.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_bcsync.sqlite3")}
+    # A file, not :memory:, so tests see the same locking as the app and other processes can open it;
+    # one per test process, so concurrent test runs never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_bcsync_{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -6,13 +6,31 @@ everyone's.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from .models import UserCard
+from . import services
+from .forms import ContactFilterForm
+from .models import (
+    ActivityLog,
+    ContactSyncSetup,
+    ExchangeSyncSetup,
+    JobQueueEntry,
+    RunStatus,
+    SyncMode,
+    SyncRun,
+    SyncTrigger,
+    UserCard,
+)
+from .sync.filters import describe_filter
 
 User = get_user_model()
 
@@ -81,3 +99,381 @@ class UserCardAdmin(OwnedByUserAdmin):
     list_display = ("user", "microsoft_365_email")
     search_fields = ("user__username", "microsoft_365_email")
     fields = ("user", "microsoft_365_email")
+
+
+def _post_only_object_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str):
+    """The object behind a state-changing button: POST only, visible to the user, changeable."""
+    if request.method != "POST":
+        raise PermissionDenied("This button only works as a form submission.")
+    obj = model_admin.get_object(request, object_id)
+    if obj is None or not model_admin.has_change_permission(request, obj):
+        raise PermissionDenied
+    return obj
+
+
+@admin.register(ExchangeSyncSetup)
+class ExchangeSyncSetupAdmin(OwnedByUserAdmin):
+    list_display = ("user", "microsoft_365_email", "connection_status", "last_validated_at")
+    list_filter = ("connection_status",)
+    fields = (
+        "user",
+        "microsoft_365_email",
+        "connection_status",
+        "last_validated_at",
+        "last_validation_message",
+    )
+    readonly_fields = fields
+    actions = ["validate_connections"]
+
+    @admin.display(description="Microsoft 365 email")
+    def microsoft_365_email(self, obj: ExchangeSyncSetup) -> str:
+        card = UserCard.objects.filter(user_id=obj.user_id).first()
+        return (
+            card.microsoft_365_email if card and card.microsoft_365_email else "— (set it on the User Card)"
+        )
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # A salesperson has one setup: open it, creating it on first visit as Business Central does.
+        if not request.user.is_superuser:
+            exchange, _ = services.setups_for(user=request.user)
+            return redirect("admin:exchange_sync_exchangesyncsetup_change", exchange.pk)
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/validate/",
+                view(self.validate_view),
+                name="exchange_sync_exchangesyncsetup_validate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def validate_view(self, request: HttpRequest, object_id: str):
+        setup = _post_only_object_view(self, request, object_id)
+        _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+        return redirect("admin:exchange_sync_exchangesyncsetup_change", setup.pk)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        setup = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if setup is not None:
+            _, contact_setup = services.setups_for(user=setup.user)
+            extra["contact_sync_setup_url"] = reverse(
+                "admin:exchange_sync_contactsyncsetup_change", args=[contact_setup.pk]
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    @admin.action(description="Validate Exchange Connection")
+    def validate_connections(self, request: HttpRequest, queryset: QuerySet):
+        for setup in queryset.select_related("user"):
+            _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+
+
+def _message_connection_check(model_admin: admin.ModelAdmin, request: HttpRequest, check) -> None:
+    model_admin.message_user(request, check.message, messages.SUCCESS if check.ok else messages.ERROR)
+
+
+SYNC_BUTTONS = {
+    "sync": (SyncMode.SYNC, "Sync with Microsoft 365"),
+    "full-sync": (SyncMode.FULL, "Full Sync with Microsoft 365"),
+    "preview": (SyncMode.PREVIEW, "Preview"),
+}
+
+
+@admin.register(ContactSyncSetup)
+class ContactSyncSetupAdmin(OwnedByUserAdmin):
+    list_display = (
+        "user",
+        "folder_name",
+        "filter_description",
+        "last_sync_at",
+        "background_sync",
+        "active_run",
+    )
+    list_select_related = ("user", "active_run")
+    fieldsets = (
+        (None, {"fields": ("user", "folder_name", "filter_description", "out_of_scope_policy")}),
+        ("Synchronization", {"fields": ("last_sync_at", "watermark", "background_sync", "active_run")}),
+    )
+    readonly_fields = (
+        "user",
+        "filter_description",
+        "last_sync_at",
+        "watermark",
+        "background_sync",
+        "active_run",
+    )
+    actions = ["validate_selected", "sync_selected", "full_sync_selected", "preview_selected"]
+
+    @admin.display(description="Sync filter")
+    def filter_description(self, obj: ContactSyncSetup) -> str:
+        return describe_filter(filters=obj.contact_filter)
+
+    @admin.display(description="Enable Background Synchronization", boolean=True)
+    def background_sync(self, obj: ContactSyncSetup) -> bool:
+        return ExchangeSyncSetup.objects.filter(user_id=obj.user_id, enabled=True).exists()
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        if not request.user.is_superuser:
+            _, setup = services.setups_for(user=request.user)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        name = "exchange_sync_contactsyncsetup"
+        return [
+            path("<path:object_id>/run/<slug:button>/", view(self.run_view), name=f"{name}_run"),
+            path("<path:object_id>/validate/", view(self.validate_view), name=f"{name}_validate"),
+            path("<path:object_id>/filter/", view(self.filter_view), name=f"{name}_filter"),
+            path("<path:object_id>/delete-log/", view(self.delete_log_view), name=f"{name}_delete_log"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra = {"sync_buttons": [(slug, label) for slug, (_, label) in SYNC_BUTTONS.items()]}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def run_view(self, request: HttpRequest, object_id: str, button: str):
+        setup = _post_only_object_view(self, request, object_id)
+        if button not in SYNC_BUTTONS:
+            raise Http404("No such sync")
+        mode, label = SYNC_BUTTONS[button]
+        try:
+            run = services.request_contact_sync(
+                user=setup.user,
+                mode=mode,
+                trigger=SyncTrigger.BUTTON,
+                allow_mass_delete=request.POST.get("allow_mass_delete") == "1",
+            )
+        except (services.SyncRefused, services.SetupIncomplete) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        self.message_user(
+            request, f"{label} is queued. This page follows it until it ends.", messages.SUCCESS
+        )
+        return redirect("admin:exchange_sync_syncrun_change", run.pk)
+
+    def validate_view(self, request: HttpRequest, object_id: str):
+        setup = _post_only_object_view(self, request, object_id)
+        _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+        return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+
+    def filter_view(self, request: HttpRequest, object_id: str):
+        setup = self.get_object(request, object_id)
+        if setup is None or not self.has_change_permission(request, setup):
+            raise PermissionDenied
+        form = ContactFilterForm(request.POST or None, initial=setup.contact_filter)
+        if request.method == "POST" and form.is_valid():
+            described = services.set_sync_filter(user=setup.user, filters=form.cleaned_data)
+            self.message_user(request, f"Sync filter saved: {described}.", messages.SUCCESS)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": setup,
+            "form": form,
+            "title": "Set Sync Filter",
+        }
+        return TemplateResponse(request, "admin/exchange_sync/contactsyncsetup/set_filter.html", context)
+
+    def delete_log_view(self, request: HttpRequest, object_id: str):
+        setup = self.get_object(request, object_id)
+        if setup is None or not self.has_change_permission(request, setup):
+            raise PermissionDenied
+        count = ActivityLog.objects.filter(user=setup.user).count()
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            deleted = services.delete_activity_log(user=setup.user)
+            self.message_user(request, f"Deleted {deleted} activity log entries.", messages.SUCCESS)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": setup,
+            "count": count,
+            "title": "Delete Activity Log",
+        }
+        return TemplateResponse(request, "admin/exchange_sync/contactsyncsetup/delete_log.html", context)
+
+    def _queue_runs(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
+        queued, refused = 0, []
+        for setup in queryset.select_related("user"):
+            try:
+                services.request_contact_sync(user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION)
+                queued += 1
+            except (services.SyncRefused, services.SetupIncomplete) as exc:
+                refused.append(str(exc))
+        if queued:
+            self.message_user(request, f"Queued {queued} run(s).", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+    @admin.action(description="Validate Exchange Connection")
+    def validate_selected(self, request: HttpRequest, queryset: QuerySet):
+        for setup in queryset.select_related("user"):
+            _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+
+    @admin.action(description="Sync with Microsoft 365")
+    def sync_selected(self, request: HttpRequest, queryset: QuerySet):
+        self._queue_runs(request, queryset, SyncMode.SYNC)
+
+    @admin.action(description="Full Sync with Microsoft 365")
+    def full_sync_selected(self, request: HttpRequest, queryset: QuerySet):
+        self._queue_runs(request, queryset, SyncMode.FULL)
+
+    @admin.action(description="Preview")
+    def preview_selected(self, request: HttpRequest, queryset: QuerySet):
+        self._queue_runs(request, queryset, SyncMode.PREVIEW)
+
+
+class ActivityLogInline(admin.TabularInline):
+    model = ActivityLog
+    fields = ("created_at", "outcome", "direction", "contact_no", "email", "message")
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+    max_num = 0
+    show_change_link = True
+    verbose_name_plural = "Activity log (latest 100)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).order_by("-created_at", "-id")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(OwnedByUserAdmin):
+    list_display = (
+        "id",
+        "user",
+        "mode",
+        "trigger",
+        "status",
+        "queued_at",
+        "finished_at",
+        "created",
+        "updated",
+        "deleted",
+        "recreated",
+        "imported",
+        "bc_updated",
+        "skipped",
+        "failed",
+        "graph_requests",
+    )
+    list_filter = ("status", "mode", "trigger")
+    list_select_related = ("user",)
+    date_hierarchy = "queued_at"
+    fieldsets = (
+        (None, {"fields": ("user", "mode", "trigger", "status", "error", "summary_line")}),
+        ("Timing", {"fields": ("queued_at", "started_at", "heartbeat_at", "finished_at", "duration")}),
+        (
+            "Outlook (Business Central → Outlook)",
+            {"fields": ("created", "updated", "linked", "recreated", "deleted")},
+        ),
+        ("Business Central (Outlook → Business Central)", {"fields": ("imported", "bc_updated")}),
+        (
+            "Other",
+            {"fields": ("skipped", "failed", "graph_requests", "allow_mass_delete", "job_queue_entry")},
+        ),
+    )
+    inlines = [ActivityLogInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return [f.name for f in SyncRun._meta.fields] + ["summary_line", "duration"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Summary")
+    def summary_line(self, obj: SyncRun) -> str:
+        return obj.summary_line()
+
+    @admin.display(description="Duration")
+    def duration(self, obj: SyncRun) -> str:
+        if obj.started_at and obj.finished_at:
+            return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+        return ""
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        run = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if run is not None:
+            extra["refresh_seconds"] = 0 if run.is_finished else 2
+            extra["activity_log_url"] = (
+                reverse("admin:exchange_sync_activitylog_changelist") + f"?run__id__exact={run.pk}"
+            )
+            setup = ContactSyncSetup.objects.filter(user_id=run.user_id).first()
+            if setup is not None:
+                extra["setup_url"] = reverse("admin:exchange_sync_contactsyncsetup_change", args=[setup.pk])
+                if run.status == RunStatus.FAILED and "mass deletion" in run.error:
+                    extra["allow_mass_delete_url"] = reverse(
+                        "admin:exchange_sync_contactsyncsetup_run", args=[setup.pk, "full-sync"]
+                    )
+        return super().change_view(request, object_id, form_url, extra)
+
+
+@admin.register(ActivityLog)
+class ActivityLogAdmin(OwnedByUserAdmin):
+    list_display = (
+        "created_at",
+        "outcome",
+        "direction",
+        "action",
+        "contact_no",
+        "email",
+        "message",
+        "run_link",
+    )
+    list_filter = ("outcome", "direction", "action")
+    search_fields = ("contact_no", "email", "message")
+    list_select_related = ("run",)
+    fields = (
+        "created_at",
+        "user",
+        "run",
+        "contact",
+        "contact_no",
+        "email",
+        "graph_id",
+        "direction",
+        "action",
+        "outcome",
+        "message",
+        "details",
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.fields
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # "Activity Log" of one run links here with ?run__id__exact=N; the queryset is already the user's.
+        return lookup == "run__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="Run")
+    def run_link(self, obj: ActivityLog) -> str:
+        url = reverse("admin:exchange_sync_syncrun_change", args=[obj.run_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.run_id)
+
+
+@admin.register(JobQueueEntry)
+class JobQueueEntryAdmin(OwnedByUserAdmin):
+    list_display = (
+        "object_type_to_run",
+        "object_id_to_run",
+        "description",
+        "status",
+        "last_run_at",
+        "next_run_at",
+    )
+    list_filter = ("status",)

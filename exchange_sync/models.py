@@ -131,6 +131,10 @@ class ContactLink(models.Model):
     change_key = models.CharField(max_length=256, blank=True)
     bc_hash = models.CharField(max_length=64, blank=True)
     m365_hash = models.CharField(max_length=64, blank=True)
+    detached = models.BooleanField(
+        default=False, help_text="Left the scope; its Outlook copy is kept but no longer synced."
+    )
+    pending = models.BooleanField(default=False, help_text="The last push failed; it is sent again next run.")
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -199,6 +203,14 @@ class SyncRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+    def summary_line(self) -> str:
+        return (
+            f"created={self.created} updated={self.updated + self.bc_updated} deleted={self.deleted} "
+            f"recreated={self.recreated} "
+            f"imported={self.imported} skipped={self.skipped} failed={self.failed} "
+            f"graph_requests={self.graph_requests}"
+        )
 
 
 class Direction(models.TextChoices):

@@ -1,0 +1,761 @@
+"""Run one contact sync: read both sides, plan, apply.
+
+Reads go first (Graph delta, then the database); the pure planner decides; then Graph writes go in
+$batch calls of at most 20, up to 4 in flight, and the links, log entries and counts of each batch
+are written in one short transaction as the batch lands. No transaction is ever held open across an
+HTTP call. A run killed at any moment leaves the watermark and delta link where they were, so the
+next run reads the same changes again, and email matching links what the killed run had created.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from contacts.models import Contact, ContactType, CountryRegion, normalize_email, phone_validator
+from exchange_sync.graph.client import (
+    BatchRequest,
+    BatchResult,
+    GraphClient,
+    contact_create_request,
+    contact_delete_request,
+    contact_update_request,
+)
+from exchange_sync.graph.errors import ItemNotFound, SyncStateExpired
+from exchange_sync.models import (
+    ActivityLog,
+    ContactLink,
+    ContactSyncSetup,
+    Direction,
+    Outcome,
+    SyncMode,
+    SyncRun,
+)
+
+from .filters import compile_filter
+from .mapping import (
+    Countries,
+    OutlookContact,
+    bc_record,
+    changed_fields,
+    graph_body,
+    is_valid_email,
+    outlook_contact,
+    record_hash,
+)
+from .planner import Action, ActionKind, BcContact, BcMatch, LinkState, Plan, PlanInput, plan
+
+logger = logging.getLogger(__name__)
+
+GRAPH_WINDOW = 400  # actions whose Graph requests are built and sent together (20 batches of 20)
+DB_CHUNK = 500  # rows per database transaction for Business Central-side writes
+DELTA_PAGE_SIZE = 1000
+
+
+def scope_queryset(setup: ContactSyncSetup) -> QuerySet[Contact]:
+    """Business Central's rule: persons with an email, not privacy blocked, in the user's filter."""
+    return (
+        Contact.objects.filter(type=ContactType.PERSON, privacy_blocked=False)
+        .exclude(email="")
+        .filter(compile_filter(filters=setup.contact_filter))
+    )
+
+
+@dataclass
+class OutlookRead:
+    changed: dict[str, OutlookContact] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    delta_link: str = ""
+    whole_folder: bool = False
+
+
+@dataclass
+class Tally:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    recreated: int = 0
+    imported: int = 0
+    bc_updated: int = 0
+    linked: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def add(self, outcome: str, direction: str) -> None:
+        name = {
+            (Outcome.CREATED, Direction.TO_M365): "created",
+            (Outcome.UPDATED, Direction.TO_M365): "updated",
+            (Outcome.DELETED, Direction.TO_M365): "deleted",
+            (Outcome.RECREATED, Direction.TO_M365): "recreated",
+            (Outcome.CREATED, Direction.TO_BC): "imported",
+            (Outcome.UPDATED, Direction.TO_BC): "bc_updated",
+            (Outcome.LINKED, Direction.TO_M365): "linked",
+            (Outcome.SKIPPED, Direction.TO_M365): "skipped",
+            (Outcome.SKIPPED, Direction.TO_BC): "skipped",
+            (Outcome.SKIPPED, Direction.NONE): "skipped",
+            (Outcome.FAILED, Direction.TO_M365): "failed",
+            (Outcome.FAILED, Direction.TO_BC): "failed",
+            (Outcome.FAILED, Direction.NONE): "failed",
+        }.get((outcome, direction))
+        if name:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class SyncEngine:
+    """One run for one user. `execute()` returns the plan it applied (or would apply, in preview)."""
+
+    def __init__(self, *, run: SyncRun, setup: ContactSyncSetup, client: GraphClient, mailbox: str) -> None:
+        self.run = run
+        self.setup = setup
+        self.client = client
+        self.mailbox = mailbox
+        self.folder_id = setup.folder_id
+        self.tally = Tally()
+        self.countries = _countries()
+        self.pending_logs: list[ActivityLog] = []
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def execute(self) -> Plan:
+        full = self.run.mode == SyncMode.FULL
+        outlook = self.read_outlook(from_scratch=full or not self.setup.delta_link)
+        the_plan = plan(self.plan_input(outlook, full=full or outlook.whole_folder))
+        if self.run.mode == SyncMode.PREVIEW:
+            self.log_preview(the_plan)
+        elif the_plan.blocked:
+            raise MassDeleteBlocked(the_plan.blocked)
+        else:
+            self.apply(the_plan)
+        self.delta_link = outlook.delta_link
+        return the_plan
+
+    def read_outlook(self, *, from_scratch: bool) -> OutlookRead:
+        links = dict(ContactLink.objects.filter(setup=self.setup).values_list("graph_id", "m365_hash"))
+        try:
+            return self._read_delta(None if from_scratch else self.setup.delta_link, links)
+        except SyncStateExpired:
+            self.log(
+                action="Read Outlook changes",
+                outcome=Outcome.SKIPPED,
+                message="Microsoft 365 no longer knows the last sync point (the delta link expired); "
+                "the whole folder was compared instead.",
+            )
+            return self._read_delta(None, links)
+
+    def _read_delta(self, delta_link: str | None, link_hashes: dict[str, str]) -> OutlookRead:
+        read = OutlookRead(whole_folder=delta_link is None)
+        for page in self.client.delta(
+            mailbox=self.mailbox, folder_id=self.folder_id, delta_link=delta_link, page_size=DELTA_PAGE_SIZE
+        ):
+            for item in page.changed:
+                contact = outlook_contact(item, self.countries)
+                read.seen.add(contact.graph_id)
+                read.removed.discard(contact.graph_id)
+                # Unchanged linked contacts are not kept: a 100k-contact folder stays small in memory.
+                if link_hashes.get(contact.graph_id) != record_hash(contact.record):
+                    read.changed[contact.graph_id] = contact
+                else:
+                    read.changed.pop(contact.graph_id, None)
+            for graph_id in page.removed_ids:
+                read.removed.add(graph_id)
+                read.changed.pop(graph_id, None)
+            if page.delta_link:
+                read.delta_link = page.delta_link
+        return read
+
+    def plan_input(self, outlook: OutlookRead, *, full: bool) -> PlanInput:
+        scope = scope_queryset(self.setup)
+        links = [
+            LinkState(
+                link_id=row[0],
+                contact_id=row[1],
+                graph_id=row[2],
+                bc_hash=row[3],
+                m365_hash=row[4],
+                detached=row[5],
+                pending=row[6],
+            )
+            for row in ContactLink.objects.filter(setup=self.setup).values_list(
+                "id", "contact_id", "graph_id", "bc_hash", "m365_hash", "detached", "pending"
+            )
+        ]
+        in_scope = set(scope.values_list("id", flat=True))
+        linked_out_of_scope = [
+            lk.contact_id for lk in links if lk.contact_id and lk.contact_id not in in_scope
+        ]
+        privacy_blocked = set(
+            _in_chunks(
+                linked_out_of_scope,
+                lambda ids: Contact.objects.filter(id__in=ids, privacy_blocked=True).values_list(
+                    "id", flat=True
+                ),
+            )
+        )
+        linked_ids = ContactLink.objects.filter(setup=self.setup, contact__isnull=False)
+        candidates = scope
+        if not full:
+            # Changed since the last successful run started, never linked, or waiting for a retry.
+            watermark = self.setup.watermark or datetime.min.replace(tzinfo=timezone.utc)
+            candidates = scope.filter(
+                Q(last_modified__gte=watermark)
+                | ~Q(id__in=linked_ids.values("contact_id"))
+                | Q(id__in=linked_ids.filter(Q(pending=True) | Q(detached=True)).values("contact_id"))
+            )
+        bc = {
+            c.id: BcContact(contact_id=c.id, no=c.no, email=c.search_email, hash=record_hash(bc_record(c)))
+            for c in candidates.iterator(chunk_size=2000)
+        }
+        linked_emails = {
+            email: no
+            for email, no, contact_id in linked_ids.filter(detached=False).values_list(
+                "contact__search_email", "contact__no", "contact_id"
+            )
+            if contact_id in in_scope
+        }
+        return PlanInput(
+            links=links,
+            in_scope=in_scope,
+            privacy_blocked=privacy_blocked,
+            bc=bc,
+            outlook=outlook.changed,
+            seen=outlook.seen,
+            removed=outlook.removed,
+            whole_folder=outlook.whole_folder,
+            bc_matches=self._bc_matches(outlook, {lk.graph_id for lk in links}, in_scope),
+            linked_emails=linked_emails,
+            remove_out_of_scope=self.setup.out_of_scope_policy == "remove",
+            allow_mass_delete=self.run.allow_mass_delete,
+        )
+
+    def _bc_matches(
+        self, outlook: OutlookRead, linked: set[str], in_scope: set[int]
+    ) -> dict[str, list[BcMatch]]:
+        emails = sorted({c.email for gid, c in outlook.changed.items() if gid not in linked and c.email})
+        matches: dict[str, list[BcMatch]] = {}
+        rows = _in_chunks(
+            emails,
+            lambda chunk: (
+                Contact.objects.persons()
+                .filter(search_email__in=chunk)
+                .order_by("no")
+                .values_list("id", "no", "search_email", "privacy_blocked")
+            ),
+        )
+        for contact_id, no, email, blocked in rows:
+            matches.setdefault(email, []).append(
+                BcMatch(
+                    contact_id=contact_id, no=no, in_scope=contact_id in in_scope, privacy_blocked=blocked
+                )
+            )
+        return matches
+
+    # --- applying --------------------------------------------------------------------------------
+
+    def apply(self, the_plan: Plan) -> None:
+        graph_kinds = {
+            ActionKind.CREATE_IN_M365,
+            ActionKind.UPDATE_M365,
+            ActionKind.RECREATE_IN_M365,
+            ActionKind.DELETE_IN_M365,
+            ActionKind.LINK,
+        }
+        graph_actions = [a for a in the_plan.actions if a.kind in graph_kinds]
+        for start in range(0, len(graph_actions), GRAPH_WINDOW):
+            self.apply_graph_window(graph_actions[start : start + GRAPH_WINDOW])
+        local = [a for a in the_plan.actions if a.kind not in graph_kinds]
+        for start in range(0, len(local), DB_CHUNK):
+            self.apply_local_chunk(local[start : start + DB_CHUNK])
+
+    def apply_graph_window(self, actions: list[Action]) -> None:
+        contacts = Contact.objects.select_related("company").in_bulk(
+            [a.contact_id for a in actions if a.contact_id is not None]
+        )
+        requests: list[BatchRequest] = []
+        by_request: dict[str, tuple[Action, dict[str, str] | None]] = {}
+        for index, action in enumerate(actions):
+            request_id = str(index + 1)
+            contact = contacts.get(action.contact_id) if action.contact_id is not None else None
+            record = bc_record(contact) if contact is not None else None
+            if action.kind != ActionKind.DELETE_IN_M365 and record is None:
+                continue  # deleted meanwhile; the next run sees the tombstone
+            requests.append(self._request(request_id, action, record))
+            by_request[request_id] = (action, record)
+        retry_as_create: list[tuple[Action, dict[str, str]]] = []
+        for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests):
+            with transaction.atomic():
+                for result in results:
+                    action, record = by_request[result.id]
+                    if isinstance(result.error, ItemNotFound) and action.kind in (
+                        ActionKind.UPDATE_M365,
+                        ActionKind.LINK,
+                    ):
+                        assert record is not None
+                        retry_as_create.append((action, record))
+                        continue
+                    self.record_graph_result(action, record, result, contacts.get(action.contact_id))
+                self.flush()
+        if retry_as_create:
+            # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
+            self.apply_recreates(retry_as_create, contacts)
+
+    def apply_recreates(
+        self, pairs: list[tuple[Action, dict[str, str]]], contacts: dict[int, Contact]
+    ) -> None:
+        requests = []
+        by_request = {}
+        for index, (action, record) in enumerate(pairs):
+            recreate = Action(
+                ActionKind.RECREATE_IN_M365,
+                contact_id=action.contact_id,
+                graph_id=action.graph_id,
+                link_id=action.link_id,
+                reason="deleted in Outlook",
+            )
+            request_id = f"r{index + 1}"
+            requests.append(self._request(request_id, recreate, record))
+            by_request[request_id] = (recreate, record)
+        for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests):
+            with transaction.atomic():
+                for result in results:
+                    action, record = by_request[result.id]
+                    self.record_graph_result(action, record, result, contacts.get(action.contact_id))
+                self.flush()
+
+    def _request(self, request_id: str, action: Action, record: dict[str, str] | None) -> BatchRequest:
+        where = {"id": request_id, "mailbox": self.mailbox, "folder_id": self.folder_id}
+        if action.kind == ActionKind.DELETE_IN_M365:
+            return contact_delete_request(**where, contact_id=action.graph_id)
+        assert record is not None
+        if action.kind in (ActionKind.CREATE_IN_M365, ActionKind.RECREATE_IN_M365):
+            return contact_create_request(**where, contact=graph_body(record))
+        return contact_update_request(**where, contact_id=action.graph_id, changes=graph_body(record))
+
+    def record_graph_result(
+        self, action: Action, record: dict[str, str] | None, result: BatchResult, contact: Contact | None
+    ) -> None:
+        label = _contact_label(contact, action)
+        log = {"contact": contact, "graph_id": action.graph_id or "", "direction": Direction.TO_M365}
+        if action.kind == ActionKind.DELETE_IN_M365:
+            if result.error is None or isinstance(result.error, ItemNotFound):
+                ContactLink.objects.filter(pk=action.link_id).delete()
+                self.log(
+                    **log,
+                    action="Delete Outlook contact",
+                    outcome=Outcome.DELETED,
+                    message=f"{label} was removed from the Outlook folder: {action.reason}.",
+                )
+            else:
+                self.log(
+                    **log,
+                    action="Delete Outlook contact",
+                    outcome=Outcome.FAILED,
+                    message=f"Could not remove {label} from Outlook; it is tried again next run. "
+                    f"{result.error}",
+                )
+            return
+        assert record is not None and contact is not None
+        if result.error is not None:
+            if action.link_id is not None:
+                ContactLink.objects.filter(pk=action.link_id).update(pending=True)
+            self.log(
+                **log,
+                action=_write_action(action),
+                outcome=Outcome.FAILED,
+                message=f"Could not write {label} to Outlook; it is tried again next run. {result.error}",
+            )
+            return
+        written = outlook_contact(result.body, self.countries)
+        self._save_link(action, contact, record, written)
+        outcome, message = self._success(action, label, record)
+        details: dict[str, Any] = {}
+        if action.outlook is not None and action.kind in (ActionKind.UPDATE_M365, ActionKind.LINK):
+            overwritten = changed_fields(action.outlook.record, record)
+            if overwritten:
+                details["outlook_values_overwritten"] = overwritten
+                message += (
+                    " Outlook's differing values were replaced: "
+                    + ", ".join(f"{k} '{v}'" for k, v in overwritten.items())
+                    + "."
+                )
+        self.log(
+            **{**log, "graph_id": written.graph_id},
+            action=_write_action(action),
+            outcome=outcome,
+            message=message,
+            details=details,
+        )
+
+    def _success(self, action: Action, label: str, record: dict[str, str]) -> tuple[str, str]:
+        if action.kind == ActionKind.CREATE_IN_M365:
+            return Outcome.CREATED, f"{label} was added to the Outlook folder."
+        if action.kind == ActionKind.RECREATE_IN_M365:
+            return (
+                Outcome.RECREATED,
+                f"{label} was deleted in Outlook and recreated, as it still exists in Business Central.",
+            )
+        if action.kind == ActionKind.LINK:
+            return Outcome.LINKED, (
+                f"{label} was matched by email to the Outlook contact that already had {record['email']}; "
+                "they are now linked and Business Central's values were sent."
+            )
+        if action.conflict:
+            return Outcome.UPDATED, f"{label} changed on both sides; Business Central's values won."
+        if action.reason:
+            return Outcome.UPDATED, f"{label}: {action.reason}."
+        return Outcome.UPDATED, f"{label} was updated in Outlook."
+
+    def _save_link(
+        self, action: Action, contact: Contact, record: dict[str, str], written: OutlookContact
+    ) -> None:
+        values = {
+            "contact": contact,
+            "contact_no": contact.no,
+            "graph_id": written.graph_id,
+            "change_key": written.change_key,
+            "bc_hash": record_hash(record),
+            "m365_hash": record_hash(written.record),
+            "detached": False,
+            "pending": False,
+            "synced_at": timezone.now(),
+        }
+        if action.link_id is not None:
+            ContactLink.objects.filter(pk=action.link_id).update(**values)
+        else:
+            ContactLink.objects.update_or_create(setup=self.setup, contact=contact, defaults=values)
+
+    def apply_local_chunk(self, actions: list[Action]) -> None:
+        contact_ids = [a.contact_id for a in actions if a.contact_id is not None]
+        contacts = Contact.objects.in_bulk(contact_ids)
+        companies = self._companies_named(
+            {
+                a.outlook.record["company_name"]
+                for a in actions
+                if a.outlook is not None and a.outlook.record["company_name"]
+            }
+        )
+        with transaction.atomic():
+            for action in actions:
+                contact = contacts.get(action.contact_id) if action.contact_id is not None else None
+                if action.kind == ActionKind.IMPORT_TO_BC:
+                    self._import(action, companies)
+                elif action.kind == ActionKind.UPDATE_BC:
+                    self._update_bc(action, contact, companies)
+                elif action.kind == ActionKind.DETACH:
+                    ContactLink.objects.filter(pk=action.link_id).update(detached=True)
+                    self.log(
+                        contact=contact,
+                        graph_id=action.graph_id or "",
+                        direction=Direction.NONE,
+                        action="Stop syncing",
+                        outcome=Outcome.SKIPPED,
+                        message=f"{_contact_label(contact, action)} is {action.reason}.",
+                    )
+                elif action.kind == ActionKind.DROP_LINK:
+                    ContactLink.objects.filter(pk=action.link_id).delete()
+                elif action.kind == ActionKind.SKIP:
+                    self._skip(action, contact)
+            self.flush()
+
+    def _skip(self, action: Action, contact: Contact | None) -> None:
+        if action.outlook is not None:
+            self.log(
+                graph_id=action.graph_id or "",
+                email=action.outlook.record["email"],
+                direction=Direction.TO_BC,
+                action="Import Outlook contact",
+                outcome=Outcome.SKIPPED,
+                message=f"Outlook contact '{action.outlook.label}' {action.reason}.",
+            )
+        else:
+            self.log(
+                contact=contact,
+                direction=Direction.TO_M365,
+                action="Send to Outlook",
+                outcome=Outcome.SKIPPED,
+                message=f"{_contact_label(contact, action)} {action.reason}.",
+            )
+
+    def _import(self, action: Action, companies: dict[str, list[Contact]]) -> None:
+        item = action.outlook
+        assert item is not None
+        contact = Contact(type=ContactType.PERSON)
+        problems = self._apply_record(contact, item, companies)
+        contact.save()
+        self._link_to_outlook(action, contact, item)
+        self.log(
+            contact=contact,
+            graph_id=item.graph_id,
+            direction=Direction.TO_BC,
+            action="Import Outlook contact",
+            outcome=Outcome.CREATED,
+            message=f"Outlook contact '{item.label}' was added to Business Central as "
+            f"{contact.no}." + _problems_text(problems),
+            details=_details(item, problems),
+        )
+
+    def _update_bc(
+        self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]
+    ) -> None:
+        item = action.outlook
+        assert item is not None
+        if contact is None:
+            return  # deleted meanwhile; the next run removes the Outlook copy
+        before = bc_record(contact)
+        problems = self._apply_record(contact, item, companies)
+        contact.save()
+        self._link_to_outlook(action, contact, item)
+        changes = changed_fields(before, bc_record(contact))
+        self.log(
+            contact=contact,
+            graph_id=item.graph_id,
+            direction=Direction.TO_BC,
+            action="Update from Outlook",
+            outcome=Outcome.UPDATED,
+            message=f"{contact.no} {contact.name} was updated from Outlook: "
+            + (", ".join(_caption(key) for key in changes) or "no field changed")
+            + "."
+            + _problems_text(problems),
+            details={**_details(item, problems), "previous_values": changes},
+        )
+
+    def _link_to_outlook(self, action: Action, contact: Contact, item: OutlookContact) -> None:
+        values = {
+            "contact": contact,
+            "contact_no": contact.no,
+            "graph_id": item.graph_id,
+            "change_key": item.change_key,
+            "bc_hash": record_hash(bc_record(contact)),
+            "m365_hash": record_hash(item.record),
+            "pending": False,
+            "synced_at": timezone.now(),
+        }
+        if action.link_id is not None:
+            ContactLink.objects.filter(pk=action.link_id).update(**values)
+        else:
+            ContactLink.objects.create(setup=self.setup, **values)
+
+    def _apply_record(
+        self, contact: Contact, item: OutlookContact, companies: dict[str, list[Contact]]
+    ) -> list[str]:
+        """Copy Outlook's values onto the contact field by field, as Business Central's transfer
+        does: a value Business Central refuses is left out and named, the rest still goes in."""
+        problems = list(item.problems)
+        record = item.record
+        for key in (
+            "first_name",
+            "middle_name",
+            "surname",
+            "initials",
+            "job_title",
+            "email_2",
+            "home_page",
+            "address",
+            "address_2",
+            "city",
+            "post_code",
+            "county",
+        ):
+            setattr(contact, key, record[key])
+        contact.name = record["name"]
+        contact.email = record["email"]
+        contact.country_region_id = record["country_region"] or None
+        for key in ("phone_no", "mobile_phone_no", "fax_no"):
+            if key not in record:
+                continue
+            try:
+                phone_validator(record[key])
+                setattr(contact, key, record[key])
+            except ValidationError:
+                problems.append(f"{_caption(key)} '{record[key]}' contains letters; not copied.")
+        if normalize_email(contact.email_2) and not is_valid_email(contact.email_2):
+            problems.append(f"E-Mail 2 '{contact.email_2}' is not a valid address; not copied.")
+            contact.email_2 = ""
+        name = record["company_name"]
+        matches = companies.get(name.casefold(), []) if name else []
+        if len(matches) == 1:
+            contact.company = matches[0]
+        else:
+            contact.company = None
+            contact.company_name = name
+            if len(matches) > 1:
+                problems.append(
+                    f"The company name '{name}' is not unique in Business Central; Company No. left blank."
+                )
+        return problems
+
+    def _companies_named(self, names: set[str]) -> dict[str, list[Contact]]:
+        found: dict[str, list[Contact]] = {}
+        lowered = {n.casefold() for n in names}
+        for chunk in _chunks(sorted(names), 500):
+            for company in Contact.objects.filter(type=ContactType.COMPANY, name__in=chunk):
+                found.setdefault(company.name.casefold(), []).append(company)
+        return {k: v for k, v in found.items() if k in lowered}
+
+    # --- preview and logging ---------------------------------------------------------------------
+
+    def log_preview(self, the_plan: Plan) -> None:
+        contacts = Contact.objects.in_bulk(
+            [a.contact_id for a in the_plan.actions if a.contact_id is not None]
+        )
+        if the_plan.blocked:
+            self.log(action="Mass-delete guard", outcome=Outcome.SKIPPED, message=the_plan.blocked)
+        for action in the_plan.actions:
+            if action.kind == ActionKind.DROP_LINK:
+                continue
+            contact = contacts.get(action.contact_id) if action.contact_id is not None else None
+            direction = (
+                Direction.TO_BC
+                if action.kind in (ActionKind.IMPORT_TO_BC, ActionKind.UPDATE_BC)
+                else (Direction.TO_M365)
+            )
+            self.log(
+                contact=contact,
+                graph_id=action.graph_id or "",
+                email=(
+                    contact.email if contact else action.outlook.record["email"] if action.outlook else ""
+                ),
+                direction=direction,
+                action=_preview_action(action),
+                outcome=Outcome.PLANNED,
+                message=_preview_message(action, contact),
+            )
+            if len(self.pending_logs) >= DB_CHUNK:
+                self.flush()
+        self.flush()
+
+    def log(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        message: str,
+        contact: Contact | None = None,
+        email: str = "",
+        graph_id: str = "",
+        direction: str = Direction.NONE,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.tally.add(outcome, direction)
+        self.pending_logs.append(
+            ActivityLog(
+                run=self.run,
+                user_id=self.run.user_id,
+                contact=contact,
+                contact_no=contact.no if contact else "",
+                email=email or (contact.email if contact else ""),
+                graph_id=graph_id,
+                direction=direction,
+                action=action,
+                outcome=outcome,
+                message=message,
+                details=details or {},
+            )
+        )
+
+    def flush(self) -> None:
+        """Write the log entries and counts so far, and prove the run is alive (heartbeat)."""
+        ActivityLog.objects.bulk_create(self.pending_logs)
+        self.pending_logs = []
+        now = timezone.now()
+        SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now, **self.counts())
+        ContactSyncSetup.objects.filter(pk=self.setup.pk, active_run=self.run).update(claimed_at=now)
+
+    def counts(self) -> dict[str, int]:
+        return {**vars(self.tally), "graph_requests": self.client.requests_sent}
+
+
+class MassDeleteBlocked(Exception):
+    pass
+
+
+def _countries() -> Countries:
+    rows = list(CountryRegion.objects.values_list("code", "name"))
+    return Countries(
+        codes=frozenset(code for code, _ in rows), code_by_name={name.casefold(): code for code, name in rows}
+    )
+
+
+def _contact_label(contact: Contact | None, action: Action) -> str:
+    if contact is not None:
+        return f"{contact.no} {contact.name}"
+    if action.outlook is not None:
+        return f"Outlook contact '{action.outlook.label}'"
+    return "The Outlook contact"
+
+
+def _write_action(action: Action) -> str:
+    return {
+        ActionKind.CREATE_IN_M365: "Create Outlook contact",
+        ActionKind.RECREATE_IN_M365: "Recreate Outlook contact",
+        ActionKind.LINK: "Link by email",
+    }.get(action.kind, "Update Outlook contact")
+
+
+def _preview_action(action: Action) -> str:
+    return {
+        ActionKind.CREATE_IN_M365: "Create Outlook contact",
+        ActionKind.UPDATE_M365: "Update Outlook contact",
+        ActionKind.RECREATE_IN_M365: "Recreate Outlook contact",
+        ActionKind.DELETE_IN_M365: "Delete Outlook contact",
+        ActionKind.LINK: "Link by email",
+        ActionKind.IMPORT_TO_BC: "Import Outlook contact",
+        ActionKind.UPDATE_BC: "Update from Outlook",
+        ActionKind.DETACH: "Stop syncing",
+        ActionKind.SKIP: "Skip",
+    }[action.kind]
+
+
+def _preview_message(action: Action, contact: Contact | None) -> str:
+    label = _contact_label(contact, action)
+    text = {
+        ActionKind.CREATE_IN_M365: f"{label} would be added to the Outlook folder.",
+        ActionKind.UPDATE_M365: f"{label} would be updated in Outlook"
+        + (" (changed on both sides; Business Central wins)." if action.conflict else "."),
+        ActionKind.RECREATE_IN_M365: f"{label} was deleted in Outlook and would be recreated.",
+        ActionKind.DELETE_IN_M365: f"{label} would be removed from the Outlook folder: {action.reason}.",
+        ActionKind.LINK: f"{label} would be linked by email to the existing Outlook contact, "
+        "Business Central's "
+        "values sent.",
+        ActionKind.IMPORT_TO_BC: f"{label} would be added to Business Central.",
+        ActionKind.UPDATE_BC: f"{label} would be updated from Outlook.",
+        ActionKind.DETACH: f"{label} would stop syncing: {action.reason}.",
+        ActionKind.SKIP: f"{label} {action.reason}.",
+    }[action.kind]
+    return text
+
+
+def _caption(record_key: str) -> str:
+    return str(Contact._meta.get_field(record_key).verbose_name)
+
+
+def _problems_text(problems: list[str]) -> str:
+    return (" " + " ".join(problems)) if problems else ""
+
+
+def _details(item: OutlookContact, problems: list[str]) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    if item.originals:
+        details["original_values"] = item.originals
+    if problems:
+        details["problems"] = problems
+    return details
+
+
+def _chunks(values: list, size: int) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _in_chunks(values: list, query) -> Iterable:
+    """Run `query` over `values` in chunks: SQLite limits the parameters of one statement."""
+    for chunk in _chunks(values, 500):
+        yield from query(chunk)

@@ -1,0 +1,271 @@
+"""Decide a sync, without touching the network or the database.
+
+`plan()` takes what the engine read from both sides and the links of the last sync, and returns the
+actions that make them agree, under Business Central's rules:
+
+- only in-scope persons go to Outlook; from Outlook come only contacts with a name and an email;
+- Business Central wins when both sides changed;
+- a linked contact deleted in Outlook while still in scope is recreated;
+- the link (Graph immutable id) is the identity; unlinked contacts are matched by normalised email
+  before anything is created, lowest No. first;
+- a contact deleted in Business Central is deleted from the folder; one that leaves the scope is
+  detached (policy "keep") or removed (policy "remove", and always when privacy blocked);
+- a plan that deletes more than max(20, 30 %) of the folder is blocked unless allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+
+from .mapping import OutlookContact, record_hash
+
+MASS_DELETE_MINIMUM = 20
+MASS_DELETE_SHARE = 0.30
+
+
+class ActionKind(enum.StrEnum):
+    CREATE_IN_M365 = "create_in_m365"
+    UPDATE_M365 = "update_m365"
+    RECREATE_IN_M365 = "recreate_in_m365"
+    DELETE_IN_M365 = "delete_in_m365"
+    LINK = "link"  # matched by email: link them, then Business Central's values go to Outlook
+    IMPORT_TO_BC = "import_to_bc"
+    UPDATE_BC = "update_bc"
+    DETACH = "detach"  # left the scope, Outlook copy kept: stop syncing it
+    DROP_LINK = "drop_link"  # nothing left to sync on either side
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class LinkState:
+    link_id: int
+    contact_id: int | None  # None: the Business Central contact was deleted
+    graph_id: str
+    bc_hash: str
+    m365_hash: str
+    detached: bool = False
+    pending: bool = False  # the last push failed: send Business Central's values again
+
+
+@dataclass(frozen=True)
+class BcContact:
+    contact_id: int
+    no: str
+    email: str  # normalised
+    hash: str
+
+
+@dataclass(frozen=True)
+class BcMatch:
+    """A Business Central person whose email an unlinked Outlook contact carries."""
+
+    contact_id: int
+    no: str
+    in_scope: bool
+    privacy_blocked: bool
+
+
+@dataclass
+class PlanInput:
+    links: list[LinkState]
+    in_scope: Set[int]  # every contact id in scope now
+    privacy_blocked: Set[int]  # linked contact ids that are privacy blocked now
+    bc: Mapping[int, BcContact]  # Business Central contacts to compare (changed, unlinked, or all)
+    outlook: Mapping[str, OutlookContact]  # Outlook contacts that changed or are not linked
+    seen: Set[str] = frozenset()  # every Graph id read this run, changed or not
+    removed: Set[str] = frozenset()  # Graph ids reported deleted
+    whole_folder: bool = False  # the whole folder was read: linked ids not seen are gone
+    bc_matches: Mapping[str, list[BcMatch]] = field(default_factory=dict)  # email -> persons, by No.
+    linked_emails: Mapping[str, str] = field(default_factory=dict)  # email of a linked contact -> its No.
+    remove_out_of_scope: bool = False
+    allow_mass_delete: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    contact_id: int | None = None
+    graph_id: str | None = None
+    link_id: int | None = None
+    outlook: OutlookContact | None = None
+    reason: str = ""
+    conflict: bool = False  # both sides changed: Business Central's values overwrite Outlook's
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    folder_size: int
+    blocked: str = ""  # why nothing may be written (mass-delete guard)
+
+    def of(self, kind: ActionKind) -> list[Action]:
+        return [a for a in self.actions if a.kind == kind]
+
+    @property
+    def deletes(self) -> int:
+        return len(self.of(ActionKind.DELETE_IN_M365))
+
+
+def plan(state: PlanInput) -> Plan:
+    actions: list[Action] = []
+    linked_contacts: set[int] = set()
+    linked_graph_ids: set[str] = set()
+    for link in state.links:
+        linked_graph_ids.add(link.graph_id)
+        if link.contact_id is not None:
+            linked_contacts.add(link.contact_id)
+        actions.extend(_plan_link(state, link))
+
+    taken_emails = dict(state.linked_emails)
+    unlinked_items = _index_unlinked_items(state, linked_graph_ids)
+    for bc in sorted(
+        (
+            b
+            for b in state.bc.values()
+            if b.contact_id in state.in_scope and b.contact_id not in linked_contacts
+        ),
+        key=lambda b: b.no,
+    ):
+        if bc.email in taken_emails:
+            actions.append(
+                Action(
+                    ActionKind.SKIP,
+                    contact_id=bc.contact_id,
+                    reason=f"shares its email with {taken_emails[bc.email]}, which is synced; "
+                    "not sent to Outlook",
+                )
+            )
+            continue
+        taken_emails[bc.email] = bc.no
+        matches = unlinked_items.pop(bc.email, [])
+        if not matches:
+            actions.append(Action(ActionKind.CREATE_IN_M365, contact_id=bc.contact_id))
+            continue
+        first, *others = matches
+        actions.append(
+            Action(ActionKind.LINK, contact_id=bc.contact_id, graph_id=first.graph_id, outlook=first)
+        )
+        actions.extend(
+            Action(
+                ActionKind.SKIP,
+                graph_id=other.graph_id,
+                outlook=other,
+                reason=f"has the same email as the Outlook contact linked to {bc.no}; not imported",
+            )
+            for other in others
+        )
+
+    for email, items in unlinked_items.items():
+        actions.extend(_plan_unlinked_outlook(state, email, items, taken_emails))
+    for item in state.outlook.values():
+        if item.graph_id not in linked_graph_ids and not item.has_valid_email:
+            actions.append(
+                Action(
+                    ActionKind.SKIP, graph_id=item.graph_id, outlook=item, reason=_why_not_importable(item)
+                )
+            )
+
+    folder_size = sum(1 for link in state.links if not link.detached)
+    result = Plan(actions=actions, folder_size=folder_size)
+    limit = max(MASS_DELETE_MINIMUM, MASS_DELETE_SHARE * folder_size)
+    if result.deletes > limit and not state.allow_mass_delete:
+        result.blocked = (
+            f"This run would delete {result.deletes} of the {folder_size} contacts in the Outlook folder, "
+            f"more than max({MASS_DELETE_MINIMUM}, {MASS_DELETE_SHARE:.0%}) allows. Nothing was written. "
+            "Check the Preview, "
+            "then run Full Sync allowing mass deletion to confirm."
+        )
+    return result
+
+
+def _plan_link(state: PlanInput, link: LinkState) -> list[Action]:
+    item = state.outlook.get(link.graph_id)
+    gone_in_outlook = link.graph_id in state.removed or (
+        state.whole_folder and link.graph_id not in state.seen
+    )
+    here = {"contact_id": link.contact_id, "graph_id": link.graph_id, "link_id": link.link_id}
+    if link.contact_id is None:
+        if gone_in_outlook:
+            return [Action(ActionKind.DROP_LINK, **here, reason="deleted on both sides")]
+        return [Action(ActionKind.DELETE_IN_M365, **here, reason="deleted in Business Central")]
+
+    if link.contact_id not in state.in_scope:
+        if gone_in_outlook:
+            return [Action(ActionKind.DROP_LINK, **here, reason="out of scope and deleted in Outlook")]
+        if link.contact_id in state.privacy_blocked:  # even when detached: no personal data left behind
+            return [Action(ActionKind.DELETE_IN_M365, **here, reason="privacy blocked in Business Central")]
+        if link.detached:
+            return []
+        if state.remove_out_of_scope:
+            return [Action(ActionKind.DELETE_IN_M365, **here, reason="no longer in the sync filter")]
+        return [Action(ActionKind.DETACH, **here, reason="no longer in scope; the Outlook copy is kept")]
+
+    if gone_in_outlook:
+        return [Action(ActionKind.RECREATE_IN_M365, **here, reason="deleted in Outlook")]
+    bc = state.bc.get(link.contact_id)
+    bc_changed = link.detached or link.pending or (bc is not None and bc.hash != link.bc_hash)
+    outlook_changed = item is not None and record_hash(item.record) != link.m365_hash
+    if bc_changed:
+        return [Action(ActionKind.UPDATE_M365, **here, outlook=item, conflict=outlook_changed)]
+    if outlook_changed:
+        assert item is not None
+        if not item.has_valid_email or not item.record["name"]:
+            return [
+                Action(
+                    ActionKind.UPDATE_M365,
+                    **here,
+                    outlook=item,
+                    reason=f"the Outlook copy {_why_not_importable(item)}; "
+                    "Business Central's values were restored",
+                )
+            ]
+        return [Action(ActionKind.UPDATE_BC, **here, outlook=item)]
+    return []
+
+
+def _why_not_importable(item: OutlookContact) -> str:
+    if not item.email:
+        return "has no email address"
+    if not item.has_valid_email:
+        return f"has an email address Business Central cannot use ('{item.record['email']}')"
+    return "has no name"
+
+
+def _index_unlinked_items(state: PlanInput, linked_graph_ids: set[str]) -> dict[str, list[OutlookContact]]:
+    by_email: dict[str, list[OutlookContact]] = {}
+    for item in sorted(state.outlook.values(), key=lambda i: i.graph_id):
+        if item.graph_id not in linked_graph_ids and item.has_valid_email:
+            by_email.setdefault(item.email, []).append(item)
+    return by_email
+
+
+def _plan_unlinked_outlook(
+    state: PlanInput, email: str, items: list[OutlookContact], taken_emails: Mapping[str, str]
+) -> list[Action]:
+    first, *others = items
+    actions = [
+        Action(
+            ActionKind.SKIP,
+            graph_id=other.graph_id,
+            outlook=other,
+            reason="has the same email as another Outlook contact in the folder; not imported",
+        )
+        for other in others
+    ]
+    matches = state.bc_matches.get(email, [])
+    usable = sorted(matches, key=lambda m: (m.privacy_blocked, m.no))
+    if email in taken_emails:
+        reason = f"has the email of {taken_emails[email]}, synced with another Outlook contact; not imported"
+    elif not first.record["name"]:
+        reason = "has no name; not imported"
+    elif not usable:
+        return [*actions, Action(ActionKind.IMPORT_TO_BC, graph_id=first.graph_id, outlook=first)]
+    elif usable[0].privacy_blocked:
+        reason = f"matches {usable[0].no}, which is privacy blocked; not imported"
+    elif usable[0].in_scope:
+        reason = f"matches {usable[0].no}, which is synced with another Outlook contact; not imported"
+    else:
+        reason = f"matches {usable[0].no}, which is outside your sync filter; not imported"
+    return [*actions, Action(ActionKind.SKIP, graph_id=first.graph_id, outlook=first, reason=reason)]
