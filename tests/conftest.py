@@ -35,3 +35,28 @@ def m365_emulator():
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def m365(settings, m365_emulator):
+    """Django pointed at the test emulator: sign-in and Graph traffic go there, through the real
+    client. Yields the running emulator (`.url`, `.emulator` for knobs, stats and the Outlook side)."""
+    from exchange_sync.graph import reset_graph_client_cache
+
+    settings.M365_EMULATOR_URL = m365_emulator.url
+    settings.M365_TENANT_ID = "bcsync-test"
+    settings.M365_CLIENT_ID = "bcsync-tests"
+    settings.M365_CLIENT_SECRET = "test-secret"
+    reset_graph_client_cache()
+    yield m365_emulator
+    reset_graph_client_cache()
+
+
+@pytest.fixture
+def sync_user(db, m365):
+    """A salesperson whose Microsoft 365 mailbox exists on the emulator."""
+    from tests.factories import UserCardFactory
+
+    card = UserCardFactory(user=UserFactory(username="ann"), microsoft_365_email="ann@contoso.test")
+    m365.emulator.add_mailbox(card.microsoft_365_email)
+    return card.user
