@@ -19,7 +19,7 @@ SETTABLE = tuple(
 EXTENDED = "singleValueExtendedProperties"
 
 _EXT_TAG = re.compile(r"^(\w+)\s+0x([0-9A-Fa-f]{1,8})$")
-_EXT_NAMED = re.compile(r"^(\w+)\s+\{([0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})\}\s+(Name|Id)\s+(.+)$")
+_EXT_NAMED = re.compile(r"^(\w+)\s+\{([0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})\}\s+((?i:Name|Id))\s+(.+)$")
 
 
 def empty_value(edm_type: str) -> Any:

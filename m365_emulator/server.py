@@ -12,6 +12,8 @@ from .messages import Request
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections as they do with Graph
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
+    disable_nagle_algorithm = True
     server: EmulatorHTTPServer
 
     def _serve(self) -> None:
@@ -69,6 +71,8 @@ def serve_in_thread(config: EmulatorConfig, host: str = "127.0.0.1", port: int =
                     verbose: bool = False) -> RunningEmulator:
     """Start the emulator on a daemon thread; port 0 picks a free port (see .url)."""
     server = EmulatorHTTPServer(Emulator(config), host, port, verbose)
-    thread = threading.Thread(target=server.serve_forever, name="m365-emulator", daemon=True)
+    # A short poll interval makes stop() quick, which matters for tests that start a server each.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="m365-emulator",
+                              daemon=True)
     thread.start()
     return RunningEmulator(server, thread)
