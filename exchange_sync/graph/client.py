@@ -351,6 +351,8 @@ class GraphClient:
         Each yielded list holds the results of one chunk of consecutive input requests, in input
         order; chunks arrive in the order they finish. Write your bookkeeping for a chunk before
         pulling the next one: if the process dies, everything already yielded is done in Graph.
+        (Other chunks keep going meanwhile, so a few not yet yielded may be done too; a rerun must
+        reconcile them, e.g. by matching unlinked contacts by email.)
 
         Per-item failures come back as `BatchResult.error`, never raised, so one bad item never
         fails its neighbours. Items answered 429/503/504 are resent (only they) after the longest
@@ -494,7 +496,7 @@ class GraphClient:
     ) -> Response:
         """One logical request: refreshes the token once on 401 and retries 429/503/504 with
         backoff. Returns the last response, successful or not."""
-        if not url.startswith("https://"):
+        if url.startswith("/"):  # ours are relative; Graph's own links are absolute
             url = self.base_url + url
         prefer = IMMUTABLE_ID_PREFERENCE
         if max_page_size:

@@ -38,3 +38,14 @@ def test_clients_share_the_token_provider_until_the_configuration_changes(settin
     assert first.token_provider is second.token_provider  # tokens reused across runs
     assert after_fix.token_provider is not first.token_provider
     assert "s1" not in repr(first.token_provider)
+
+
+def test_emulator_url_sends_sign_in_and_graph_to_the_emulator(m365):
+    m365.emulator.add_mailbox("ada@contoso.test")
+    client = graph_client_from_settings()
+
+    client.check_mailbox(mailbox="ada@contoso.test")
+
+    stats = m365.emulator.stats()
+    assert (stats["token_requests"], stats["graph_requests"]) == (1, 1)
+    assert client.requests_sent == 1
