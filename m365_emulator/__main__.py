@@ -16,8 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8365)
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.add_argument("--state", dest="state_file", help="JSON file to load at start and save to")
-    parser.add_argument("--mailbox", dest="mailboxes", action="append", default=[], metavar="UPN",
-                        help="mailbox to create (repeatable)")
+    parser.add_argument(
+        "--mailbox",
+        dest="mailboxes",
+        action="append",
+        default=[],
+        metavar="UPN",
+        help="mailbox to create (repeatable)",
+    )
     skip = {"state_file", "mailboxes"}
     for field in dataclasses.fields(EmulatorConfig):
         if field.name in skip:
@@ -37,8 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(build_parser().parse_args(argv))
     host, port, verbose = args.pop("host"), args.pop("port"), args.pop("verbose")
     server = serve_in_thread(EmulatorConfig(**args), host=host, port=port, verbose=verbose)
-    print(f"M365 emulator listening on {server.url} (tenant {args['tenant']}, client id {args['client_id']})",
-          flush=True)
+    print(
+        f"M365 emulator listening on {server.url} (tenant {args['tenant']}, client id {args['client_id']})",
+        flush=True,
+    )
     try:
         server._thread.join()
     except KeyboardInterrupt:

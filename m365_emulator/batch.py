@@ -15,10 +15,10 @@ from urllib.parse import unquote
 
 from .config import MAX_BATCH_REQUESTS
 from .errors import GraphError, bad_request
-from .messages import Request, Response
+from .messages import Context, Request, Response
 
 if TYPE_CHECKING:
-    from .graph_routes import Context, Router
+    from .graph_routes import Router
 
 _MAILBOX_IN_URL = re.compile(r"^/?users/([^/?]+)", re.IGNORECASE)
 
@@ -33,7 +33,9 @@ def _validate(payload: Any) -> list[dict[str, Any]]:
         raise bad_request(f"Number of batch request steps exceeds the maximum of {MAX_BATCH_REQUESTS}.")
     seen: set[str] = set()
     for item in items:
-        if not isinstance(item, dict) or not all(isinstance(item.get(key), str) for key in ("id", "method", "url")):
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(key), str) for key in ("id", "method", "url")
+        ):
             raise bad_request("Invalid batch payload format: each request needs string id, method and url.")
         if item["id"].lower() in seen:
             raise bad_request(f"Batch request step id '{item['id']}' is not unique.")
@@ -41,7 +43,8 @@ def _validate(payload: Any) -> list[dict[str, Any]]:
     for item in items:
         depends = item.get("dependsOn", [])
         if not isinstance(depends, list) or any(
-            not isinstance(dep, str) or dep.lower() not in seen or dep.lower() == item["id"].lower() for dep in depends
+            not isinstance(dep, str) or dep.lower() not in seen or dep.lower() == item["id"].lower()
+            for dep in depends
         ):
             raise bad_request(f"Batch request step '{item['id']}' has an invalid dependsOn.")
     return items
@@ -57,8 +60,6 @@ def _mailboxes(items: list[dict[str, Any]]) -> set[str]:
 
 
 def run_batch(router: Router, ctx: Context) -> Response:
-    from .graph_routes import Context  # the module that imports this one defines it
-
     emulator = router.emulator
     try:
         items = _validate(ctx.request.json_body())
@@ -86,9 +87,15 @@ def run_batch(router: Router, ctx: Context) -> Response:
             for dep in depends:
                 execute(dep, visiting | {key})
             if any(results[dep]["status"] >= 400 for dep in depends):
-                results[key] = _inner_error(item["id"], GraphError(
-                    424, "FailedDependency", "The request could not be executed because a request it depends on "
-                    "failed."), emulator)
+                results[key] = _inner_error(
+                    item["id"],
+                    GraphError(
+                        424,
+                        "FailedDependency",
+                        "The request could not be executed because a request it depends on failed.",
+                    ),
+                    emulator,
+                )
                 finish[key] = ctx.not_before
                 return
             inner = Context(_inner_request(item), inner=True, batch_slots=slots)
@@ -128,8 +135,13 @@ def _run_inner(router: Router, inner: Context, item: dict[str, Any]) -> dict[str
         entry = _entry(item["id"], response)
     except GraphError as error:
         entry = _inner_error(item["id"], error, emulator)
-    emulator.stats_.record(kind="inner", route=inner.route or f"{item['method'].upper()} (unmatched)",
-                           status=entry["status"], mailbox=inner.upn, outcome=inner.outcome)
+    emulator.stats_.record(
+        kind="inner",
+        route=inner.route or f"{item['method'].upper()} (unmatched)",
+        status=entry["status"],
+        mailbox=inner.upn,
+        outcome=inner.outcome,
+    )
     if inner.preferences_applied:
         entry["headers"]["Preference-Applied"] = ", ".join(inner.preferences_applied)
     return entry

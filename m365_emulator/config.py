@@ -21,7 +21,7 @@ MAX_BATCH_REQUESTS = 20
 class EmulatorConfig:
     tenant: str = "bcsync-demo"
     client_id: str = "bcsync-local"
-    client_secret: str = "local-emulator-secret"
+    client_secret: str = "local-emulator-secret"  # noqa: S105 - documented local default
     mailboxes: list[str] = field(default_factory=list)
     # Public URLs written into discovery documents and @odata.nextLink/deltaLink values. The application
     # keeps Microsoft's real URLs and rewrites scheme+host in its transport, so these default to Microsoft's.

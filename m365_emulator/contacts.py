@@ -14,12 +14,16 @@ COLLECTION_CAPS = {"emailAddresses": 3, "businessPhones": 2, "homePhones": 2}
 EMAIL_SLOTS = ("primaryEmailAddress", "secondaryEmailAddress", "tertiaryEmailAddress")
 NAME_PARTS = ("givenName", "middleName", "surname", "generation")
 SETTABLE = tuple(
-    name for name in CONTACT_PROPERTIES if name not in READ_ONLY_CONTACT_PROPERTIES and name not in EMAIL_SLOTS
+    name
+    for name in CONTACT_PROPERTIES
+    if name not in READ_ONLY_CONTACT_PROPERTIES and name not in EMAIL_SLOTS
 )
 EXTENDED = "singleValueExtendedProperties"
 
 _EXT_TAG = re.compile(r"^(\w+)\s+0x([0-9A-Fa-f]{1,8})$")
-_EXT_NAMED = re.compile(r"^(\w+)\s+\{([0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})\}\s+((?i:Name|Id))\s+(.+)$")
+_EXT_NAMED = re.compile(
+    r"^(\w+)\s+\{([0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})\}\s+((?i:Name|Id))\s+(.+)$"
+)
 
 
 def empty_value(edm_type: str) -> Any:
@@ -52,9 +56,13 @@ def _normalize_datetime(name: str, value: str) -> str:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise body_read_error(f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'.") from None
+        raise body_read_error(
+            f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'."
+        ) from None
     if parsed.tzinfo is None or not re.search(r"(Z|[+-]\d{2}:\d{2})$", value):
-        raise body_read_error(f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'.")
+        raise body_read_error(
+            f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'."
+        )
     return iso(parsed)
 
 
@@ -76,7 +84,9 @@ def _normalize(name: str, value: Any, edm_type: str) -> Any:
         return value
     if edm_type == DATETIME:
         if not isinstance(value, str):
-            raise body_read_error(f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'.")
+            raise body_read_error(
+                f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'."
+            )
         return _normalize_datetime(name, value)
     fields = COMPLEX_TYPES[edm_type]
     if not isinstance(value, dict):
@@ -86,7 +96,9 @@ def _normalize(name: str, value: Any, edm_type: str) -> Any:
         )
     for key in value:
         if key not in fields and not key.startswith("@odata."):
-            raise body_read_error(f"The property '{key}' does not exist on type 'microsoft.graph.{edm_type}'.")
+            raise body_read_error(
+                f"The property '{key}' does not exist on type 'microsoft.graph.{edm_type}'."
+            )
     result = {key: _normalize(f"{name}.{key}", value.get(key), STRING) for key in fields}
     if not any(result.values()):
         return {}

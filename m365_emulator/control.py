@@ -17,19 +17,28 @@ from .errors import GraphError
 
 class EmulatorControl:
     def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(f"{self.base_url}/_emulator{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        # The scheme was checked in __init__, so urllib only ever opens http(s) here.
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.base_url}/_emulator{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - our URL
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as failure:
             payload = json.loads(failure.read() or b"{}").get("error", {})
-            raise GraphError(failure.code, payload.get("code", "Unknown"), payload.get("message", "")) from None
+            raise GraphError(
+                failure.code, payload.get("code", "Unknown"), payload.get("message", "")
+            ) from None
         return json.loads(raw) if raw else None
 
     def configure(self, **knobs: Any) -> dict[str, Any]:
@@ -68,7 +77,9 @@ class RemoteOutlook:
         return self.control.call("GET", f"{self.prefix}/folders")
 
     def create_folder(self, display_name: str, parent: str | None = None) -> dict[str, Any]:
-        return self.control.call("POST", f"{self.prefix}/folders", {"displayName": display_name, "parent": parent})
+        return self.control.call(
+            "POST", f"{self.prefix}/folders", {"displayName": display_name, "parent": parent}
+        )
 
     def list_contacts(self, folder: str, limit: int | None = None) -> list[dict[str, Any]]:
         contacts = self.control.call("GET", f"{self.prefix}/folders/{quote(folder, safe='')}/contacts")
@@ -84,8 +95,9 @@ class RemoteOutlook:
         return self.control.call("PATCH", f"{self.prefix}/contacts/{quote(contact_id, safe='')}", data)
 
     def move_contact(self, contact_id: str, folder: str) -> dict[str, Any]:
-        return self.control.call("POST", f"{self.prefix}/contacts/{quote(contact_id, safe='')}/move",
-                                 {"folder": folder})
+        return self.control.call(
+            "POST", f"{self.prefix}/contacts/{quote(contact_id, safe='')}/move", {"folder": folder}
+        )
 
     def delete_contact(self, contact_id: str) -> None:
         self.control.call("DELETE", f"{self.prefix}/contacts/{quote(contact_id, safe='')}")

@@ -46,6 +46,12 @@ def _add_mailbox(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
     return {"upn": body["upn"].strip(), "rest_enabled": bool(body.get("rest_enabled", True))}
 
 
+def _create_folder(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("displayName"), str):
+        raise bad_request('Send {"displayName": "...", "parent": null}.')
+    return emulator.outlook(params["upn"]).create_folder(body["displayName"], body.get("parent"))
+
+
 def _contact_data(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("Send the contact as a JSON object.")
@@ -61,19 +67,29 @@ ROUTES: list[tuple[str, str, Action]] = [
     ("GET", "/mailboxes", lambda e, p, b: e.mailboxes()),
     ("POST", "/mailboxes", _add_mailbox),
     ("GET", "/mailboxes/{upn}/folders", lambda e, p, b: e.outlook(p["upn"]).list_folders()),
-    ("POST", "/mailboxes/{upn}/folders",
-     lambda e, p, b: e.outlook(p["upn"]).create_folder(str(_contact_data(b).get("displayName", "")),
-                                                       _contact_data(b).get("parent"))),
-    ("GET", "/mailboxes/{upn}/folders/{folder}/contacts",
-     lambda e, p, b: e.outlook(p["upn"]).list_contacts(p["folder"])),
-    ("POST", "/mailboxes/{upn}/folders/{folder}/contacts",
-     lambda e, p, b: e.outlook(p["upn"]).create_contact(p["folder"], _contact_data(b))),
+    ("POST", "/mailboxes/{upn}/folders", _create_folder),
+    (
+        "GET",
+        "/mailboxes/{upn}/folders/{folder}/contacts",
+        lambda e, p, b: e.outlook(p["upn"]).list_contacts(p["folder"]),
+    ),
+    (
+        "POST",
+        "/mailboxes/{upn}/folders/{folder}/contacts",
+        lambda e, p, b: e.outlook(p["upn"]).create_contact(p["folder"], _contact_data(b)),
+    ),
     ("GET", "/mailboxes/{upn}/contacts/{id}", lambda e, p, b: e.outlook(p["upn"]).get_contact(p["id"])),
-    ("PATCH", "/mailboxes/{upn}/contacts/{id}",
-     lambda e, p, b: e.outlook(p["upn"]).update_contact(p["id"], _contact_data(b))),
+    (
+        "PATCH",
+        "/mailboxes/{upn}/contacts/{id}",
+        lambda e, p, b: e.outlook(p["upn"]).update_contact(p["id"], _contact_data(b)),
+    ),
     ("DELETE", "/mailboxes/{upn}/contacts/{id}", lambda e, p, b: e.outlook(p["upn"]).delete_contact(p["id"])),
-    ("POST", "/mailboxes/{upn}/contacts/{id}/move",
-     lambda e, p, b: e.outlook(p["upn"]).move_contact(p["id"], str(_contact_data(b).get("folder", "")))),
+    (
+        "POST",
+        "/mailboxes/{upn}/contacts/{id}/move",
+        lambda e, p, b: e.outlook(p["upn"]).move_contact(p["id"], str(_contact_data(b).get("folder", ""))),
+    ),
 ]
 _COMPILED = [
     (method, re.compile("^/_emulator" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "/?$"), action)
@@ -95,4 +111,6 @@ def handle(emulator: Emulator, request: Request) -> Response:
             return Response.json(200, result)
     return emulator.error_response(
         GraphError(404, "NotFound", f"No control endpoint at {request.method} {request.path}."),
-        emulator.new_request_id(), "")
+        emulator.new_request_id(),
+        "",
+    )

@@ -36,8 +36,12 @@ class DeltaToken:
 
 def sync_state_not_found(location: str | None = None) -> GraphError:
     headers = {"Location": location} if location else {}
-    return GraphError(410, "syncStateNotFound",
-                      "The sync state generation is not found or has expired. A resync is required.", headers)
+    return GraphError(
+        410,
+        "syncStateNotFound",
+        "The sync state generation is not found or has expired. A resync is required.",
+        headers,
+    )
 
 
 def encode(token: DeltaToken, secret: bytes) -> str:

@@ -14,8 +14,8 @@ from . import control_routes, html
 from .auth import Auth
 from .config import ACTIONS, EmulatorConfig, coerce_knob, config_as_dict
 from .errors import GraphError
-from .graph_routes import Context, Router
-from .messages import Request, Response
+from .graph_routes import Router
+from .messages import Context, Request, Response
 from .outlook import Outlook
 from .persistence import DebouncedSaver, load_store
 from .state import Store
@@ -44,7 +44,9 @@ class Emulator:
             if upn.lower() not in self.store.mailboxes:
                 self.store.add_mailbox(upn)
         self._saver = (
-            DebouncedSaver(config.state_file, config.save_debounce_s, self._snapshot) if config.state_file else None
+            DebouncedSaver(config.state_file, config.save_debounce_s, self._snapshot)
+            if config.state_file
+            else None
         )
 
     # ---- public API ------------------------------------------------------------------------------
@@ -87,8 +89,15 @@ class Emulator:
 
     def mailboxes(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [{"upn": m.upn, "rest_enabled": m.rest_enabled, "contacts": len(m.contacts),
-                     "folders": len(m.folders)} for m in self.store.mailboxes.values()]
+            return [
+                {
+                    "upn": m.upn,
+                    "rest_enabled": m.rest_enabled,
+                    "contacts": len(m.contacts),
+                    "folders": len(m.folders),
+                }
+                for m in self.store.mailboxes.values()
+            ]
 
     def outlook(self, upn: str) -> Outlook:
         return Outlook(self, upn)
@@ -129,8 +138,11 @@ class Emulator:
 
     @staticmethod
     def error_response(error: GraphError, request_id: str, client_request_id: str) -> Response:
-        inner = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": request_id,
-                 "client-request-id": client_request_id or request_id}
+        inner = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            "request-id": request_id,
+            "client-request-id": client_request_id or request_id,
+        }
         body = {"error": {"code": error.code, "message": error.message, "innerError": inner}}
         return Response.json(error.status, body, error.headers)
 
@@ -167,8 +179,13 @@ class Emulator:
             response = self.error_response(error, request_id, client_request_id)
         if ctx.preferences_applied and response.status < 400:
             response.headers["Preference-Applied"] = ", ".join(ctx.preferences_applied)
-        self.stats_.record(kind="graph", route=ctx.route or f"{request.method} (unmatched)",
-                           status=response.status, mailbox=ctx.upn, outcome=ctx.outcome)
+        self.stats_.record(
+            kind="graph",
+            route=ctx.route or f"{request.method} (unmatched)",
+            status=response.status,
+            mailbox=ctx.upn,
+            outcome=ctx.outcome,
+        )
         return response
 
     def _sign_in(self, request: Request) -> Response:

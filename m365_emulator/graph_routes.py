@@ -10,15 +10,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode
 
 from . import delta, odata
+from .batch import run_batch
 from .contacts import parse_contact_body
 from .errors import GraphError, bad_request, body_read_error
-from .messages import Request, Response
+from .messages import Context, Response
 from .render import contact_json, etag, folder_json, removed_json
 from .schema import CONTACT_PROPERTIES, FOLDER_PROPERTIES
 from .state import Contact, Folder, Mailbox
@@ -26,27 +27,7 @@ from .state import Contact, Folder, Mailbox
 if TYPE_CHECKING:
     from .emulator import Emulator
 
-IMMUTABLE_PREFERENCE = re.compile(r'IdType\s*=\s*"?ImmutableId"?', re.IGNORECASE)
 MAX_PAGE_PREFERENCE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
-
-
-@dataclass
-class Context:
-    """One Graph request in flight (top-level or a $batch item)."""
-
-    request: Request
-    inner: bool = False
-    not_before: float = field(default_factory=time.monotonic)  # items may start from here (monotonic)
-    done_at: float = 0.0  # when the request's last item finishes
-    route: str = ""  # matched template, e.g. "GET /users/{upn}/contacts", for stats
-    upn: str | None = None
-    outcome: str = ""  # "throttled" / "faulted" for stats
-    preferences_applied: list[str] = field(default_factory=list)
-    batch_slots: dict[str, GraphError | None] = field(default_factory=dict)  # upn -> denial, for batch items
-
-    @property
-    def immutable(self) -> bool:
-        return bool(IMMUTABLE_PREFERENCE.search(self.request.header("prefer")))
 
 
 Handler = Callable[["Router", Context, Mailbox, dict[str, str]], Response]
@@ -90,7 +71,9 @@ class Router:
                 return route, {name: unquote(value) for name, value in found.groupdict().items()}
             allowed = True
         if allowed:
-            raise GraphError(405, "BadRequest", f"The HTTP method '{method}' is not allowed for this resource.")
+            raise GraphError(
+                405, "BadRequest", f"The HTTP method '{method}' is not allowed for this resource."
+            )
         if re.match(r"^/me(/|$)", path, re.IGNORECASE):
             raise bad_request("/me request is only valid with delegated authentication flow.")
         segment = next((part for part in path.split("/") if part), "")
@@ -146,7 +129,8 @@ class Router:
         return f"{base}?{query}" if query else base
 
     def context_url(self, upn: str, tail: str) -> str:
-        return f"{self.emulator.config.graph_url.rstrip('/')}/v1.0/$metadata#users('{quote(upn, safe='')}')/{tail}"
+        base = self.emulator.config.graph_url.rstrip("/")
+        return f"{base}/v1.0/$metadata#users('{quote(upn, safe='')}')/{tail}"
 
     def body(self, ctx: Context) -> Any:
         try:
@@ -180,17 +164,23 @@ def _folder_page(router: Router, ctx: Context, mailbox: Mailbox, parent: Folder)
         payload["@odata.count"] = total
     payload["value"] = value
     if query.skip + query.top < total:
-        payload["@odata.nextLink"] = router.link(ctx, {**ctx.request.query, "$skip": str(query.skip + query.top)})
+        payload["@odata.nextLink"] = router.link(
+            ctx, {**ctx.request.query, "$skip": str(query.skip + query.top)}
+        )
     return Response.json(200, payload)
 
 
 def _create_folder(router: Router, ctx: Context, mailbox: Mailbox, parent: Folder) -> Response:
     body = router.body(ctx)
     if not isinstance(body, dict):
-        raise body_read_error("The request body must be a JSON object of type 'microsoft.graph.contactFolder'.")
+        raise body_read_error(
+            "The request body must be a JSON object of type 'microsoft.graph.contactFolder'."
+        )
     for name in body:
         if name not in FOLDER_PROPERTIES and not name.startswith("@odata."):
-            raise body_read_error(f"The property '{name}' does not exist on type 'microsoft.graph.contactFolder'.")
+            raise body_read_error(
+                f"The property '{name}' does not exist on type 'microsoft.graph.contactFolder'."
+            )
     name = body.get("displayName")
     if not isinstance(name, str):
         raise body_read_error("The property 'displayName' of type 'Edm.String' is required.")
@@ -198,7 +188,11 @@ def _create_folder(router: Router, ctx: Context, mailbox: Mailbox, parent: Folde
         folder = mailbox.create_folder(name, parent)
         payload = folder_json(folder)
     router.emulator.mutated()
-    tail = "contactFolders/$entity" if parent is mailbox.root else f"contactFolders('{parent.id}')/childFolders/$entity"
+    tail = (
+        "contactFolders/$entity"
+        if parent is mailbox.root
+        else f"contactFolders('{parent.id}')/childFolders/$entity"
+    )
     return Response.json(201, {"@odata.context": router.context_url(mailbox.upn, tail), **payload})
 
 
@@ -226,7 +220,9 @@ def get_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str,
     query = odata.parse_query(ctx.request.query, FOLDER_PROPERTIES, "contactFolder")
     with router.emulator.lock:
         payload = folder_json(mailbox.folder(params["fid"]), query.select)
-    return Response.json(200, {"@odata.context": router.context_url(mailbox.upn, "contactFolders/$entity"), **payload})
+    return Response.json(
+        200, {"@odata.context": router.context_url(mailbox.upn, "contactFolders/$entity"), **payload}
+    )
 
 
 def update_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
@@ -238,7 +234,9 @@ def update_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[s
         mailbox.rename_folder(folder, body["displayName"])
         payload = folder_json(folder)
     router.emulator.mutated()
-    return Response.json(200, {"@odata.context": router.context_url(mailbox.upn, "contactFolders/$entity"), **payload})
+    return Response.json(
+        200, {"@odata.context": router.context_url(mailbox.upn, "contactFolders/$entity"), **payload}
+    )
 
 
 def delete_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
@@ -308,16 +306,27 @@ def list_contacts(router: Router, ctx: Context, mailbox: Mailbox, params: dict[s
         payload["@odata.count"] = total
     payload["value"] = value
     if more:
-        payload["@odata.nextLink"] = router.link(ctx, {**ctx.request.query, "$skip": str(query.skip + query.top)})
+        payload["@odata.nextLink"] = router.link(
+            ctx, {**ctx.request.query, "$skip": str(query.skip + query.top)}
+        )
     return Response.json(200, payload)
 
 
-def _entity(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str], contact: Contact,
-            status: int, query: odata.Query | None = None) -> Response:
+def _entity(
+    router: Router,
+    ctx: Context,
+    mailbox: Mailbox,
+    params: dict[str, str],
+    contact: Contact,
+    status: int,
+    query: odata.Query | None = None,
+) -> Response:
     immutable = ctx.immutable
     if immutable:
         ctx.preferences_applied.append('IdType="ImmutableId"')
-    payload = contact_json(mailbox, contact, immutable, query.select if query else None, query.expand if query else None)
+    payload = contact_json(
+        mailbox, contact, immutable, query.select if query else None, query.expand if query else None
+    )
     context = router.context_url(mailbox.upn, f"{_contacts_tail(mailbox, params)}/$entity")
     return Response.json(status, {"@odata.context": context, **payload}, {"ETag": etag(contact.change_key)})
 
@@ -351,9 +360,12 @@ def _check_if_match(ctx: Context, contact: Contact) -> None:
         return
     bare = wanted.removeprefix("W/").strip('"')
     if bare != contact.change_key:
-        raise GraphError(412, "ErrorIrresolvableConflict",
-                         "The send or update operation could not be performed because the change key passed "
-                         "in the request does not match the current change key for the item.")
+        raise GraphError(
+            412,
+            "ErrorIrresolvableConflict",
+            "The send or update operation could not be performed because the change key passed "
+            "in the request does not match the current change key for the item.",
+        )
 
 
 def update_contact(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
@@ -392,19 +404,33 @@ def contacts_delta(router: Router, ctx: Context, mailbox: Mailbox, params: dict[
         folder = _target_folder(mailbox, params)
         text = request.query.get("$skiptoken") or request.query.get("$deltatoken")
         if text is None:
-            query = odata.parse_query({k: v for k, v in request.query.items() if k == "$select"},
-                                      CONTACT_PROPERTIES, "contact")
-            token = delta.DeltaToken(mailbox.key.hex(), folder.id, "initial", 0, mailbox.seq, 0, 0,
-                                     query.select, None, time.time())
+            query = odata.parse_query(
+                {k: v for k, v in request.query.items() if k == "$select"}, CONTACT_PROPERTIES, "contact"
+            )
+            token = delta.DeltaToken(
+                mailbox.key.hex(), folder.id, "initial", 0, mailbox.seq, 0, 0, query.select, None, time.time()
+            )
         else:
             token = delta.decode(text, emulator.store.secret, location)
             delta.check_age(token, emulator.delta_valid_after, config.delta_token_max_age_s, location)
-            if (token.mailbox, token.folder) != (mailbox.key.hex(), folder.id) or max(token.start, token.end) > mailbox.seq:
+            if (token.mailbox, token.folder) != (mailbox.key.hex(), folder.id) or max(
+                token.start, token.end
+            ) > mailbox.seq:
                 raise delta.sync_state_not_found(location)
             if "$deltatoken" in request.query:
                 start = token.previous if config.delta_replay else token.start
-                token = delta.DeltaToken(token.mailbox, token.folder, "changes", start, mailbox.seq, 0,
-                                         token.start, token.select, token.page_size, time.time())
+                token = delta.DeltaToken(
+                    token.mailbox,
+                    token.folder,
+                    "changes",
+                    start,
+                    mailbox.seq,
+                    0,
+                    token.start,
+                    token.select,
+                    token.page_size,
+                    time.time(),
+                )
         page_size = min(int(requested.group(1)), config.delta_page_size) if requested else None
         page_size = max(1, page_size or token.page_size or config.delta_page_size)
         if requested:
@@ -419,22 +445,38 @@ def contacts_delta(router: Router, ctx: Context, mailbox: Mailbox, params: dict[
         link_name, link_token = "@odata.nextLink", "$skiptoken"
     else:
         link_name, link_token = "@odata.deltaLink", "$deltatoken"
-        token = delta.DeltaToken(token.mailbox, token.folder, "changes", token.end, 0, 0,
-                                 token.start, token.select, token.page_size, token.issued)
+        token = delta.DeltaToken(
+            token.mailbox,
+            token.folder,
+            "changes",
+            token.end,
+            0,
+            0,
+            token.start,
+            token.select,
+            token.page_size,
+            token.issued,
+        )
     encoded = delta.encode(token, emulator.store.secret)
-    return Response.json(200, {
-        "@odata.context": f"{config.graph_url.rstrip('/')}/v1.0/$metadata#Collection(contact)",
-        "value": value,
-        link_name: f"{location}?{link_token}={encoded}",
-    })
+    return Response.json(
+        200,
+        {
+            "@odata.context": f"{config.graph_url.rstrip('/')}/v1.0/$metadata#Collection(contact)",
+            "value": value,
+            link_name: f"{location}?{link_token}={encoded}",
+        },
+    )
 
 
-def _delta_page(mailbox: Mailbox, folder: Folder, token: delta.DeltaToken, size: int,
-                immutable: bool) -> tuple[list[dict[str, Any]], int, bool]:
+def _delta_page(
+    mailbox: Mailbox, folder: Folder, token: delta.DeltaToken, size: int, immutable: bool
+) -> tuple[list[dict[str, Any]], int, bool]:
     """One page of a round: (entries, new cursor, more pages follow)."""
     if token.kind == "initial":
         entries = list(islice(folder.keys_after(token.cursor), size + 1))
-        value = [contact_json(mailbox, mailbox.contacts[key], immutable, token.select) for _, key in entries[:size]]
+        value = [
+            contact_json(mailbox, mailbox.contacts[key], immutable, token.select) for _, key in entries[:size]
+        ]
         cursor = entries[min(size, len(entries)) - 1][0] if entries else token.cursor
         return value, cursor, len(entries) > size
     keys = folder.changed_keys(token.start, token.end)
@@ -450,8 +492,6 @@ def _delta_page(mailbox: Mailbox, folder: Folder, token: delta.DeltaToken, size:
 
 
 def _batch(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
-    from .batch import run_batch  # batch.py builds on this module
-
     return run_batch(router, ctx)
 
 

@@ -19,17 +19,28 @@ CSRF_TOKEN = secrets.token_urlsafe(24)  # per process: forms must come from a pa
 
 # (form field, label)
 FIELDS = [
-    ("givenName", "First name"), ("surname", "Last name"), ("displayName", "Display name"),
-    ("email1", "Email"), ("email2", "Email 2"), ("email3", "Email 3"), ("companyName", "Company"),
-    ("jobTitle", "Job title"), ("businessPhone", "Business phone"), ("mobilePhone", "Mobile"),
-    ("street", "Street"), ("city", "City"), ("postalCode", "Postal code"), ("countryOrRegion", "Country/region"),
+    ("givenName", "First name"),
+    ("surname", "Last name"),
+    ("displayName", "Display name"),
+    ("email1", "Email"),
+    ("email2", "Email 2"),
+    ("email3", "Email 3"),
+    ("companyName", "Company"),
+    ("jobTitle", "Job title"),
+    ("businessPhone", "Business phone"),
+    ("mobilePhone", "Mobile"),
+    ("street", "Street"),
+    ("city", "City"),
+    ("postalCode", "Postal code"),
+    ("countryOrRegion", "Country/region"),
 ]
 
 STYLE = """
 body{font-family:Segoe UI,Helvetica,Arial,sans-serif;margin:0;background:#f3f2f1;color:#201f1e}
 header{background:#0f6cbd;color:#fff;padding:12px 24px;font-size:20px}
 main{padding:16px 24px}
-section{background:#fff;border-radius:6px;box-shadow:0 1px 3px rgba(0,0,0,.15);margin-bottom:20px;padding:12px 16px}
+section{background:#fff;border-radius:6px;box-shadow:0 1px 3px rgba(0,0,0,.15);margin-bottom:20px;
+  padding:12px 16px}
 h2{margin:4px 0 8px;font-size:18px} h3{margin:16px 0 6px;font-size:15px;color:#0f6cbd}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #edebe9;vertical-align:top}
@@ -43,9 +54,11 @@ button.danger{background:#c50f1f} details{margin-top:8px}
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><header>Outlook (M365 emulator)</header><main>{body}</main>"
-            "</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><header>Outlook (M365 emulator)</header><main>{body}</main>"
+        "</body></html>"
+    )
 
 
 def _fields_form(values: dict[str, str]) -> str:
@@ -60,30 +73,41 @@ def _fields_form(values: dict[str, str]) -> str:
 def _form_values(contact: dict[str, Any]) -> dict[str, str]:
     emails = [entry.get("address") or "" for entry in contact.get("emailAddresses", [])]
     address = contact.get("businessAddress") or {}
-    values = {name: contact.get(name) or "" for name in ("givenName", "surname", "displayName", "companyName",
-                                                         "jobTitle", "mobilePhone")}
+    values = {
+        name: contact.get(name) or ""
+        for name in ("givenName", "surname", "displayName", "companyName", "jobTitle", "mobilePhone")
+    }
     values.update({f"email{index + 1}": email for index, email in enumerate(emails)})
     values["businessPhone"] = (contact.get("businessPhones") or [""])[0]
-    values.update({key: address.get(key) or "" for key in ("street", "city", "postalCode", "countryOrRegion")})
+    values.update(
+        {key: address.get(key) or "" for key in ("street", "city", "postalCode", "countryOrRegion")}
+    )
     return values
 
 
 def _contact_data(form: dict[str, str], existing: dict[str, Any] | None) -> dict[str, Any]:
     """Graph JSON for the form. Name fields are always sent; an empty display name lets Outlook
     regenerate it from the name parts."""
-    data: dict[str, Any] = {name: form.get(name, "").strip() or None
-                            for name in ("givenName", "surname", "companyName", "jobTitle", "mobilePhone")}
+    data: dict[str, Any] = {
+        name: form.get(name, "").strip() or None
+        for name in ("givenName", "surname", "companyName", "jobTitle", "mobilePhone")
+    }
     if form.get("displayName", "").strip():
         data["displayName"] = form["displayName"].strip()
-    data["emailAddresses"] = [{"address": form[f"email{i}"].strip()}
-                              for i in (1, 2, 3) if form.get(f"email{i}", "").strip()]
+    data["emailAddresses"] = [
+        {"address": form[f"email{i}"].strip()} for i in (1, 2, 3) if form.get(f"email{i}", "").strip()
+    ]
     phones = [form.get("businessPhone", "").strip()]
     if existing:
         phones += (existing.get("businessPhones") or [])[1:]
     data["businessPhones"] = [phone for phone in phones if phone]
     address = dict((existing or {}).get("businessAddress") or {})
-    address.update({key: form.get(key, "").strip() or None for key in ("street", "city", "postalCode",
-                                                                       "countryOrRegion")})
+    address.update(
+        {
+            key: form.get(key, "").strip() or None
+            for key in ("street", "city", "postalCode", "countryOrRegion")
+        }
+    )
     data["businessAddress"] = address
     return data
 
@@ -97,25 +121,40 @@ def _contacts_table(emulator: Emulator, upn: str, folder: dict[str, Any]) -> str
         city = (contact["businessAddress"] or {}).get("city") or ""
         edit = f"/_ui/edit?upn={quote(upn)}&id={quote(contact['id'])}"
         rows.append(
-            "<tr>" + "".join(f"<td>{escape(str(value))}</td>" for value in (
-                contact["displayName"] or "", emails, contact["companyName"] or "", phones, city,
-                contact["lastModifiedDateTime"])) +
-            f"<td><a href='{escape(edit, quote=True)}'>Edit</a> "
+            "<tr>"
+            + "".join(
+                f"<td>{escape(str(value))}</td>"
+                for value in (
+                    contact["displayName"] or "",
+                    emails,
+                    contact["companyName"] or "",
+                    phones,
+                    city,
+                    contact["lastModifiedDateTime"],
+                )
+            )
+            + f"<td><a href='{escape(edit, quote=True)}'>Edit</a> "
             f"<form class='inline' method='post' action='/_ui/delete'>"
             f"<input type='hidden' name='csrf' value='{CSRF_TOKEN}'>"
             f"<input type='hidden' name='upn' value='{escape(upn, quote=True)}'>"
             f"<input type='hidden' name='id' value='{escape(contact['id'], quote=True)}'>"
             "<button class='danger' type='submit'>Delete</button></form></td></tr>"
         )
-    more = (f"<p class='muted'>Showing the first {ROWS_PER_FOLDER} contacts.</p>"
-            if len(contacts) > ROWS_PER_FOLDER else "")
-    head = "".join(f"<th>{label}</th>" for label in ("Name", "Email", "Company", "Phones", "City",
-                                                     "Last modified", ""))
-    add = (f"<details><summary>Add a contact to {escape(folder['displayName'])}</summary>"
-           "<form method='post' action='/_ui/create'>"
-           f"<input type='hidden' name='upn' value='{escape(upn, quote=True)}'>"
-           f"<input type='hidden' name='folder' value='{escape(folder['id'], quote=True)}'>"
-           f"{_fields_form({})}<p><button type='submit'>Add contact</button></p></form></details>")
+    more = (
+        f"<p class='muted'>Showing the first {ROWS_PER_FOLDER} contacts.</p>"
+        if len(contacts) > ROWS_PER_FOLDER
+        else ""
+    )
+    head = "".join(
+        f"<th>{label}</th>" for label in ("Name", "Email", "Company", "Phones", "City", "Last modified", "")
+    )
+    add = (
+        f"<details><summary>Add a contact to {escape(folder['displayName'])}</summary>"
+        "<form method='post' action='/_ui/create'>"
+        f"<input type='hidden' name='upn' value='{escape(upn, quote=True)}'>"
+        f"<input type='hidden' name='folder' value='{escape(folder['id'], quote=True)}'>"
+        f"{_fields_form({})}<p><button type='submit'>Add contact</button></p></form></details>"
+    )
     table = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p class='muted'>No contacts.</p>"
     return f"<h3>{escape(folder['displayName'])}</h3>{table}{more}{add}"
 
@@ -126,20 +165,24 @@ def _overview(emulator: Emulator) -> Response:
         upn = mailbox["upn"]
         note = "" if mailbox["rest_enabled"] else " <span class='muted'>(not enabled for REST)</span>"
         folders = "".join(_contacts_table(emulator, upn, f) for f in emulator.outlook(upn).list_folders())
-        sections.append(f"<section id='{escape(upn, quote=True)}'><h2>{escape(upn)}{note}</h2>{folders}</section>")
-    body = "".join(sections) or "<p>No mailboxes yet. POST /_emulator/mailboxes {\"upn\": ...} to add one.</p>"
+        sections.append(
+            f"<section id='{escape(upn, quote=True)}'><h2>{escape(upn)}{note}</h2>{folders}</section>"
+        )
+    body = "".join(sections) or '<p>No mailboxes yet. POST /_emulator/mailboxes {"upn": ...} to add one.</p>'
     return Response.html(200, _page("Outlook (M365 emulator)", body))
 
 
 def _edit_page(emulator: Emulator, request: Request) -> Response:
     upn, contact_id = request.query.get("upn", ""), request.query.get("id", "")
     contact = emulator.outlook(upn).get_contact(contact_id)
-    body = (f"<section><h2>Edit {escape(contact['displayName'] or '(no name)')}</h2>"
-            "<form method='post' action='/_ui/update'>"
-            f"<input type='hidden' name='upn' value='{escape(upn, quote=True)}'>"
-            f"<input type='hidden' name='id' value='{escape(contact_id, quote=True)}'>"
-            f"{_fields_form(_form_values(contact))}"
-            "<p><button type='submit'>Save</button> <a href='/'>Cancel</a></p></form></section>")
+    body = (
+        f"<section><h2>Edit {escape(contact['displayName'] or '(no name)')}</h2>"
+        "<form method='post' action='/_ui/update'>"
+        f"<input type='hidden' name='upn' value='{escape(upn, quote=True)}'>"
+        f"<input type='hidden' name='id' value='{escape(contact_id, quote=True)}'>"
+        f"{_fields_form(_form_values(contact))}"
+        "<p><button type='submit'>Save</button> <a href='/'>Cancel</a></p></form></section>"
+    )
     return Response.html(200, _page("Edit contact", body))
 
 

@@ -7,10 +7,15 @@ request goes through exactly the same router as a top-level one.
 from __future__ import annotations
 
 import json
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .errors import GraphError
+
+IMMUTABLE_PREFERENCE = re.compile(r'IdType\s*=\s*"?ImmutableId"?', re.IGNORECASE)
 JSON_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
 
 
@@ -65,3 +70,22 @@ class Response:
 
     def json_payload(self) -> Any:
         return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Context:
+    """One Graph request in flight (top-level or a $batch item)."""
+
+    request: Request
+    inner: bool = False
+    not_before: float = field(default_factory=time.monotonic)  # items may start from here (monotonic)
+    done_at: float = 0.0  # when the request's last item finishes
+    route: str = ""  # matched template, e.g. "GET /users/{upn}/contacts", for stats
+    upn: str | None = None
+    outcome: str = ""  # "throttled" / "faulted" for stats
+    preferences_applied: list[str] = field(default_factory=list)
+    batch_slots: dict[str, GraphError | None] = field(default_factory=dict)  # upn -> denial, for batch items
+
+    @property
+    def immutable(self) -> bool:
+        return bool(IMMUTABLE_PREFERENCE.search(self.request.header("prefer")))

@@ -21,7 +21,9 @@ _EXPAND = re.compile(r"^singleValueExtendedProperties(?:\(\s*\$filter\s*=(.*)\))
 
 
 def invalid_filter() -> GraphError:
-    return GraphError(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")
+    return GraphError(
+        400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes."
+    )
 
 
 @dataclass
@@ -128,7 +130,9 @@ def _canonical(name: str, properties: dict[str, str], type_name: str) -> str:
     for candidate in properties:
         if candidate.lower() == name.strip().lower():
             return candidate
-    raise bad_request(f"Could not find a property named '{name.strip()}' on type 'microsoft.graph.{type_name}'.")
+    raise bad_request(
+        f"Could not find a property named '{name.strip()}' on type 'microsoft.graph.{type_name}'."
+    )
 
 
 def _int_option(query: dict[str, str], name: str, default: int, low: int, high: int, message: str) -> int:
@@ -150,8 +154,12 @@ def parse_query(raw: dict[str, str], properties: dict[str, str], type_name: str)
             raise bad_request(f"Query option '{name}' is not allowed for this resource.")
     query = Query()
     if "$select" in options:
-        query.select = [_canonical(name, properties, type_name) for name in options["$select"].split(",") if name]
-    query.top = _int_option(options, "$top", DEFAULT_TOP, 1, MAX_TOP, f"The maximum allowed page size is {MAX_TOP}.")
+        query.select = [
+            _canonical(name, properties, type_name) for name in options["$select"].split(",") if name
+        ]
+    query.top = _int_option(
+        options, "$top", DEFAULT_TOP, 1, MAX_TOP, f"The maximum allowed page size is {MAX_TOP}."
+    )
     query.skip = _int_option(options, "$skip", 0, 0, 2**31, "The value of $skip must not be negative.")
     if options.get("$filter", "").strip():
         query.filter = _Parser(options["$filter"]).conditions()
@@ -160,7 +168,9 @@ def parse_query(raw: dict[str, str], properties: dict[str, str], type_name: str)
             name, _, direction = clause.strip().partition(" ")
             if direction.strip().lower() not in ("", "asc", "desc"):
                 raise bad_request(f"Invalid $orderby direction '{direction.strip()}'.")
-            query.orderby.append((_canonical(name, properties, type_name), direction.strip().lower() == "desc"))
+            query.orderby.append(
+                (_canonical(name, properties, type_name), direction.strip().lower() == "desc")
+            )
     if "$expand" in options:
         query.expand = parse_expand(options["$expand"])
     query.count = options.get("$count", "").lower() == "true"
@@ -216,6 +226,8 @@ def _contact_condition(contact: Any, condition: Condition) -> bool:
 def email_filter_address(conditions: list[Condition]) -> str | None:
     """The address of an emailAddresses/any(...) condition, so the folder's email index can answer it."""
     for condition in conditions:
-        if (condition.collection or "").lower() == "emailaddresses" and dict(condition.inner).keys() == {"address"}:
+        if (condition.collection or "").lower() == "emailaddresses" and dict(condition.inner).keys() == {
+            "address"
+        }:
             return dict(condition.inner)["address"].lower()
     return None

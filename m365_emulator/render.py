@@ -33,7 +33,9 @@ def contact_json(
         "createdDateTime": contact.created,
         "lastModifiedDateTime": contact.modified,
         "parentFolderId": contact.folder.id,
-        **{slot: dict(emails[index]) if index < len(emails) else {} for index, slot in enumerate(EMAIL_SLOTS)},
+        **{
+            slot: dict(emails[index]) if index < len(emails) else {} for index, slot in enumerate(EMAIL_SLOTS)
+        },
     }
     names = CONTACT_PROPERTIES if select is None else [*ALWAYS_SELECTED, *select]
     result: dict[str, Any] = {"@odata.etag": etag(contact.change_key)}

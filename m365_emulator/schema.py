@@ -125,7 +125,9 @@ def type_error(value: Any, edm_type: str, path: str) -> list[str]:
     return [] if isinstance(value, dict) else [f"{path}: expected a JSON object for {edm_type}"]
 
 
-def _object_errors(obj: dict[str, Any], properties: dict[str, str], navigation: dict[str, str], path: str) -> list[str]:
+def _object_errors(
+    obj: dict[str, Any], properties: dict[str, str], navigation: dict[str, str], path: str
+) -> list[str]:
     problems: list[str] = []
     for name, value in obj.items():
         if name.startswith("@") or "@odata." in name:

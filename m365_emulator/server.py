@@ -35,7 +35,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
@@ -67,12 +67,14 @@ class RunningEmulator:
         self.emulator.close()
 
 
-def serve_in_thread(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0,
-                    verbose: bool = False) -> RunningEmulator:
+def serve_in_thread(
+    config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
+) -> RunningEmulator:
     """Start the emulator on a daemon thread; port 0 picks a free port (see .url)."""
     server = EmulatorHTTPServer(Emulator(config), host, port, verbose)
     # A short poll interval makes stop() quick, which matters for tests that start a server each.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="m365-emulator",
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="m365-emulator", daemon=True
+    )
     thread.start()
     return RunningEmulator(server, thread)

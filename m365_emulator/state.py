@@ -45,8 +45,18 @@ class Contact:
 
 
 class Folder:
-    __slots__ = ("dead", "display_name", "emails", "id", "journal_keys", "journal_seqs", "key", "members",
-                 "order", "parent_id")
+    __slots__ = (
+        "dead",
+        "display_name",
+        "emails",
+        "id",
+        "journal_keys",
+        "journal_seqs",
+        "key",
+        "members",
+        "order",
+        "parent_id",
+    )
 
     def __init__(self, folder_id: str, key: bytes, display_name: str, parent_id: str | None) -> None:
         self.id = folder_id
@@ -154,7 +164,9 @@ class Mailbox:
     def contact(self, item_id: str, folder: Folder | None = None) -> Contact:
         """The contact behind an immutable or regular id; a regular id of a moved item no longer resolves."""
         ref = ids.parse_item_id(item_id)
-        contact = self.contacts.get(ref.immutable) if ref is not None and ref.mailbox_key == self.key else None
+        contact = (
+            self.contacts.get(ref.immutable) if ref is not None and ref.mailbox_key == self.key else None
+        )
         if contact is None or (ref.folder_key is not None and ref.folder_key != contact.folder.key):
             raise not_found_item()
         if folder is not None and contact.folder is not folder:
@@ -185,14 +197,18 @@ class Mailbox:
 
     def delete_folder(self, folder: Folder) -> None:
         if folder is self.root:
-            raise GraphError(403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted.")
+            raise GraphError(
+                403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+            )
         for child in self.child_folders(folder):
             self.delete_folder(child)
         for key in list(folder.members):
             del self.contacts[key]
         del self.folders[folder.id]
 
-    def create_contact(self, folder: Folder, changes: dict[str, Any], extended: dict[str, tuple[str, str]]) -> Contact:
+    def create_contact(
+        self, folder: Folder, changes: dict[str, Any], extended: dict[str, tuple[str, str]]
+    ) -> Contact:
         item = ids.new_item_bytes()
         props = blank_props()
         apply_changes(props, changes, regenerate_display_name=True)
@@ -204,7 +220,9 @@ class Mailbox:
         folder.record(seq, contact.key)
         return contact
 
-    def update_contact(self, contact: Contact, changes: dict[str, Any], extended: dict[str, tuple[str, str]]) -> None:
+    def update_contact(
+        self, contact: Contact, changes: dict[str, Any], extended: dict[str, tuple[str, str]]
+    ) -> None:
         contact.folder.unindex(contact)
         regenerate = any(name in changes for name in ("givenName", "middleName", "surname", "generation"))
         apply_changes(contact.props, changes, regenerate_display_name=regenerate)
@@ -242,14 +260,16 @@ class Mailbox:
         lock is released."""
         folders = []
         for folder in self.folders.values():
-            folders.append({
-                "id": folder.id,
-                "key": folder.key.hex(),
-                "displayName": folder.display_name,
-                "parentFolderId": folder.parent_id,
-                "members": [[seq, key] for seq, key in folder.keys_after(0)],
-                "journal": [list(folder.journal_seqs), list(folder.journal_keys)],
-            })
+            folders.append(
+                {
+                    "id": folder.id,
+                    "key": folder.key.hex(),
+                    "displayName": folder.display_name,
+                    "parentFolderId": folder.parent_id,
+                    "members": [[seq, key] for seq, key in folder.keys_after(0)],
+                    "journal": [list(folder.journal_seqs), list(folder.journal_keys)],
+                }
+            )
         contacts = [
             {
                 "key": c.key,
@@ -263,8 +283,15 @@ class Mailbox:
             }
             for c in self.contacts.values()
         ]
-        return {"upn": self.upn, "key": self.key.hex(), "restEnabled": self.rest_enabled, "seq": self.seq,
-                "root": self.root.id, "folders": folders, "contacts": contacts}
+        return {
+            "upn": self.upn,
+            "key": self.key.hex(),
+            "restEnabled": self.rest_enabled,
+            "seq": self.seq,
+            "root": self.root.id,
+            "folders": folders,
+            "contacts": contacts,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Mailbox:
@@ -276,7 +303,9 @@ class Mailbox:
         mailbox.folders = {}
         mailbox.contacts = {}
         for entry in data["folders"]:
-            folder = Folder(entry["id"], bytes.fromhex(entry["key"]), entry["displayName"], entry["parentFolderId"])
+            folder = Folder(
+                entry["id"], bytes.fromhex(entry["key"]), entry["displayName"], entry["parentFolderId"]
+            )
             folder.journal_seqs, folder.journal_keys = entry["journal"]
             mailbox.folders[folder.id] = folder
         mailbox.root = mailbox.folders[data["root"]]
@@ -317,12 +346,17 @@ class Store:
         if mailbox is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{upn}' is invalid.")
         if not mailbox.rest_enabled:
-            raise GraphError(404, "MailboxNotEnabledForRESTAPI", "REST API is not yet supported for this mailbox.")
+            raise GraphError(
+                404, "MailboxNotEnabledForRESTAPI", "REST API is not yet supported for this mailbox."
+            )
         return mailbox
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": 1, "secret": self.secret.hex(),
-                "mailboxes": [mailbox.to_json() for mailbox in self.mailboxes.values()]}
+        return {
+            "version": 1,
+            "secret": self.secret.hex(),
+            "mailboxes": [mailbox.to_json() for mailbox in self.mailboxes.values()],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Store:

@@ -18,7 +18,9 @@ class Stats:
             self._counters.clear()
             self._totals.clear()
 
-    def record(self, *, kind: str, route: str, status: int, mailbox: str | None = None, outcome: str = "") -> None:
+    def record(
+        self, *, kind: str, route: str, status: int, mailbox: str | None = None, outcome: str = ""
+    ) -> None:
         """Count one request. kind: "graph", "inner" (a $batch item), "token" or "auth" (discovery);
         outcome: "throttled" (limits), "faulted" (injected) or ""."""
         prefix = "inner_" if kind == "inner" else ""
@@ -42,10 +44,25 @@ class Stats:
         with self._lock:
             result: dict[str, Any] = {
                 name: self._totals[name]
-                for name in ("requests", "graph_requests", "token_requests", "auth_requests", "throttled",
-                             "faulted", "inner_requests", "inner_throttled", "inner_faulted")
+                for name in (
+                    "requests",
+                    "graph_requests",
+                    "token_requests",
+                    "auth_requests",
+                    "throttled",
+                    "faulted",
+                    "inner_requests",
+                    "inner_throttled",
+                    "inner_faulted",
+                )
             }
-            for name in ("by_route", "by_status", "by_mailbox", "inner_by_route", "inner_by_status",
-                         "inner_by_mailbox"):
+            for name in (
+                "by_route",
+                "by_status",
+                "by_mailbox",
+                "inner_by_route",
+                "inner_by_status",
+                "inner_by_mailbox",
+            ):
                 result[name] = dict(self._counters.get(name, {}))
             return result

@@ -54,7 +54,9 @@ class Throttle:
         with self._lock:
             load = self._load(upn)
             if load.in_flight >= self.config.max_concurrency:
-                raise throttled("Application is over its MailboxConcurrency limit.", self.config.retry_after_s)
+                raise throttled(
+                    "Application is over its MailboxConcurrency limit.", self.config.retry_after_s
+                )
             load.in_flight += 1
 
     def release(self, upn: str) -> None:
@@ -71,7 +73,9 @@ class Throttle:
                 load.accepted.popleft()
             if len(load.accepted) >= self.config.rate_limit:
                 wait = load.accepted[0] + window - now
-                raise throttled("Application is over its MailboxRequestsPerWindow limit.", max(1, math.ceil(wait)))
+                raise throttled(
+                    "Application is over its MailboxRequestsPerWindow limit.", max(1, math.ceil(wait))
+                )
             load.accepted.append(now)
 
     def charge_items(self, upn: str, count: int, not_before: float) -> float:
@@ -102,9 +106,12 @@ class Throttle:
         roll -= config.fault_rate_429
         if roll < config.fault_rate_503:
             headers = {"Retry-After": str(config.retry_after_s)} if config.retry_after_on_503 else {}
-            return GraphError(503, "serviceNotAvailable",
-                              "Service Unavailable, please retry after the time in the Retry-After header.",
-                              headers)
+            return GraphError(
+                503,
+                "serviceNotAvailable",
+                "Service Unavailable, please retry after the time in the Retry-After header.",
+                headers,
+            )
         roll -= config.fault_rate_503
         if roll < config.fault_rate_504:
             return GraphError(504, "UnknownError", "The request timed out at the gateway.")

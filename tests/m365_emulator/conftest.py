@@ -24,8 +24,13 @@ IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
 
 
 def make_config(**overrides: Any) -> EmulatorConfig:
-    values: dict[str, Any] = {"tenant": TENANT, "client_id": CLIENT_ID, "client_secret": SECRET,
-                              "mailboxes": [ADA, BOB], "fault_seed": 7}
+    values: dict[str, Any] = {
+        "tenant": TENANT,
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "mailboxes": [ADA, BOB],
+        "fault_seed": 7,
+    }
     values.update(overrides)
     return EmulatorConfig(**values)
 
@@ -41,7 +46,7 @@ def shape_problems(path: str, payload: Any) -> list[str]:
         check = validate_folder_shape
     else:
         return []
-    items = payload["value"] if "value" in payload else [payload]
+    items = payload.get("value", [payload])
     return [problem for item in items for problem in check(item)]
 
 
@@ -57,8 +62,12 @@ class Graph:
     def fetch_token(self, secret: str = SECRET, client_id: str = CLIENT_ID) -> str:
         response = self.session.post(
             f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token",
-            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
-                  "scope": "https://graph.microsoft.com/.default"},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+                "scope": "https://graph.microsoft.com/.default",
+            },
         )
         assert response.status_code == 200, response.text
         return response.json()["access_token"]
@@ -96,7 +105,9 @@ class Graph:
         return response.json()["id"]
 
     def create(self, folder_id: str, upn: str = ADA, **data: Any) -> dict[str, Any]:
-        response = self.post(f"/users/{upn}/contactFolders/{folder_id}/contacts", json=data, headers=IMMUTABLE)
+        response = self.post(
+            f"/users/{upn}/contactFolders/{folder_id}/contacts", json=data, headers=IMMUTABLE
+        )
         assert response.status_code == 201, response.text
         return response.json()
 

@@ -13,8 +13,13 @@ LOGIN = "https://login.microsoftonline.com"
 
 
 def token_request(graph: Graph, **overrides: str) -> dict:
-    form = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": SECRET,
-            "scope": "https://graph.microsoft.com/.default", **overrides}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "scope": "https://graph.microsoft.com/.default",
+        **overrides,
+    }
     response = graph.session.post(f"{LOGIN}/{TENANT}/oauth2/v2.0/token", data=form)
     return {"status": response.status_code, **response.json()}
 
@@ -31,9 +36,10 @@ def test_openid_configuration_points_at_microsoft_urls(emulator):
 
 def test_instance_discovery_answers_like_entra(emulator):
     session = emulator_session(emulator.url)
-    body = session.get(f"{LOGIN}/common/discovery/instance",
-                       params={"api-version": "1.1",
-                               "authorization_endpoint": f"{LOGIN}/{TENANT}/oauth2/v2.0/authorize"}).json()
+    body = session.get(
+        f"{LOGIN}/common/discovery/instance",
+        params={"api-version": "1.1", "authorization_endpoint": f"{LOGIN}/{TENANT}/oauth2/v2.0/authorize"},
+    ).json()
     assert body["tenant_discovery_endpoint"] == f"{LOGIN}/{TENANT}/v2.0/.well-known/openid-configuration"
     assert "login.microsoftonline.com" in body["metadata"][0]["aliases"]
 
@@ -69,9 +75,15 @@ def test_unknown_client_is_rejected_like_entra(graph):
 
 
 def test_unknown_tenant_token_is_400_invalid_request(graph):
-    response = graph.session.post(f"{LOGIN}/other-tenant/oauth2/v2.0/token",
-                                  data={"grant_type": "client_credentials", "client_id": CLIENT_ID,
-                                        "client_secret": SECRET, "scope": "https://graph.microsoft.com/.default"})
+    response = graph.session.post(
+        f"{LOGIN}/other-tenant/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "scope": "https://graph.microsoft.com/.default",
+        },
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
     assert response.json()["error_codes"] == [90002]
@@ -122,15 +134,19 @@ def test_msal_round_trip(emulator, tenant):
     )
     result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert "access_token" in result, result
-    response = session.get(f"{GRAPH}/users/{ADA}/contactFolders",
-                           headers={"Authorization": f"Bearer {result['access_token']}"})
+    response = session.get(
+        f"{GRAPH}/users/{ADA}/contactFolders", headers={"Authorization": f"Bearer {result['access_token']}"}
+    )
     assert response.status_code == 200
     assert emulator.emulator.stats()["token_requests"] == 1
 
 
 def test_msal_reports_wrong_secret(emulator):
     app = msal.ConfidentialClientApplication(
-        CLIENT_ID, client_credential="nope", authority=f"{LOGIN}/{TENANT}", http_client=emulator_session(emulator.url)
+        CLIENT_ID,
+        client_credential="nope",
+        authority=f"{LOGIN}/{TENANT}",
+        http_client=emulator_session(emulator.url),
     )
     result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert result["error"] == "invalid_client"

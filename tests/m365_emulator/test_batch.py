@@ -8,8 +8,14 @@ JSON = {"Content-Type": "application/json"}
 
 
 def create_item(item_id: str, folder: str, name: str, **extra) -> dict:
-    return {"id": item_id, "method": "POST", "url": f"/users/{ADA}/contactFolders/{folder}/contacts",
-            "headers": {**JSON, "Prefer": 'IdType="ImmutableId"'}, "body": {"givenName": name}, **extra}
+    return {
+        "id": item_id,
+        "method": "POST",
+        "url": f"/users/{ADA}/contactFolders/{folder}/contacts",
+        "headers": {**JSON, "Prefer": 'IdType="ImmutableId"'},
+        "body": {"givenName": name},
+        **extra,
+    }
 
 
 def by_id(response) -> dict:
@@ -18,9 +24,17 @@ def by_id(response) -> dict:
 
 def test_batch_creates_and_reads(graph):
     folder = graph.folder()
-    response = graph.batch([create_item(str(i), folder, f"N{i}") for i in range(5)] +
-                           [{"id": "list", "method": "GET", "url": f"/users/{ADA}/contactFolders/{folder}/contacts",
-                             "dependsOn": ["0", "1", "2", "3", "4"]}])
+    response = graph.batch(
+        [create_item(str(i), folder, f"N{i}") for i in range(5)]
+        + [
+            {
+                "id": "list",
+                "method": "GET",
+                "url": f"/users/{ADA}/contactFolders/{folder}/contacts",
+                "dependsOn": ["0", "1", "2", "3", "4"],
+            }
+        ]
+    )
     assert response.status_code == 200
     entries = by_id(response)
     assert all(entries[str(i)]["status"] == 201 for i in range(5))
@@ -47,8 +61,13 @@ def test_ids_must_be_unique_case_insensitively(graph):
 def test_malformed_payloads_are_400(graph):
     assert graph.post("/$batch", json={"nope": []}).status_code == 400
     assert graph.post("/$batch", json={"requests": [{"id": "1", "method": "GET"}]}).status_code == 400
-    assert graph.post("/$batch", json={"requests": [{"id": "1", "method": "GET", "url": "/users/x/contacts",
-                                                     "dependsOn": ["9"]}]}).status_code == 400
+    assert (
+        graph.post(
+            "/$batch",
+            json={"requests": [{"id": "1", "method": "GET", "url": "/users/x/contacts", "dependsOn": ["9"]}]},
+        ).status_code
+        == 400
+    )
 
 
 def test_body_without_content_type_is_inner_400(graph):
@@ -61,17 +80,21 @@ def test_body_without_content_type_is_inner_400(graph):
 
 
 def test_absolute_url_is_inner_400(graph):
-    response = graph.batch([{"id": "1", "method": "GET", "url": f"https://graph.microsoft.com/v1.0/users/{ADA}/contacts"}])
+    response = graph.batch(
+        [{"id": "1", "method": "GET", "url": f"https://graph.microsoft.com/v1.0/users/{ADA}/contacts"}]
+    )
     assert by_id(response)["1"]["status"] == 400
 
 
 def test_failed_dependency_gives_424(graph):
     folder = graph.folder()
-    response = graph.batch([
-        {"id": "1", "method": "GET", "url": f"/users/{ADA}/contacts/abc"},
-        {**create_item("2", folder, "x"), "dependsOn": ["1"]},
-        {**create_item("3", folder, "y"), "dependsOn": ["2"]},
-    ])
+    response = graph.batch(
+        [
+            {"id": "1", "method": "GET", "url": f"/users/{ADA}/contacts/abc"},
+            {**create_item("2", folder, "x"), "dependsOn": ["1"]},
+            {**create_item("3", folder, "y"), "dependsOn": ["2"]},
+        ]
+    )
     entries = by_id(response)
     assert entries["1"]["status"] == 400
     assert entries["2"]["status"] == 424
@@ -120,12 +143,24 @@ def test_batch_patch_and_delete_use_if_match(graph):
     folder = graph.folder()
     contact = graph.create(folder, givenName="Ada")
     url = f"/users/{ADA}/contacts/{contact['id']}"
-    response = graph.batch([
-        {"id": "p", "method": "PATCH", "url": url, "headers": {**JSON, "If-Match": contact["@odata.etag"]},
-         "body": {"surname": "Lovelace"}},
-        {"id": "d", "method": "DELETE", "url": url, "headers": {"If-Match": contact["@odata.etag"]},
-         "dependsOn": ["p"]},
-    ])
+    response = graph.batch(
+        [
+            {
+                "id": "p",
+                "method": "PATCH",
+                "url": url,
+                "headers": {**JSON, "If-Match": contact["@odata.etag"]},
+                "body": {"surname": "Lovelace"},
+            },
+            {
+                "id": "d",
+                "method": "DELETE",
+                "url": url,
+                "headers": {"If-Match": contact["@odata.etag"]},
+                "dependsOn": ["p"],
+            },
+        ]
+    )
     entries = by_id(response)
     assert entries["p"]["status"] == 200
     assert entries["p"]["body"]["displayName"] == "Ada Lovelace"

@@ -13,14 +13,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_cli_starts_with_flags():
     process = subprocess.Popen(
-        [sys.executable, "-m", "m365_emulator", "--port", "0", "--tenant", "cli-tenant", "--mailbox", "a@b.test",
-         "--mailbox", "c@d.test", "--latency-ms", "3", "--no-shuffle-batch-responses", "--rate-limit", "50"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "m365_emulator",
+            "--port",
+            "0",
+            "--tenant",
+            "cli-tenant",
+            "--mailbox",
+            "a@b.test",
+            "--mailbox",
+            "c@d.test",
+            "--latency-ms",
+            "3",
+            "--no-shuffle-batch-responses",
+            "--rate-limit",
+            "50",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = process.stdout.readline()
         url = line.split(" on ")[1].split()[0]
-        with urllib.request.urlopen(f"{url}/_emulator/config", timeout=10) as response:
+        with urllib.request.urlopen(f"{url}/_emulator/config", timeout=10) as response:  # noqa: S310 - local http URL
             config = json.load(response)
         assert (config["tenant"], config["latency_ms"], config["rate_limit"]) == ("cli-tenant", 3.0, 50)
         assert config["shuffle_batch_responses"] is False

@@ -1,4 +1,4 @@
-"""Contacts: CRUD, server-set properties, PATCH semantics, If-Match, caps, ids, queries, extended properties."""
+"""Contacts: CRUD, server-set properties, PATCH, If-Match, caps, ids, queries, extended properties."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def contacts_url(folder_id: str, upn: str = ADA) -> str:
 
 
 def test_create_returns_full_property_set(graph, folder):
-    response = graph.post(contacts_url(folder), json={"givenName": "Ada", "surname": "Lovelace"}, headers=IMMUTABLE)
+    response = graph.post(
+        contacts_url(folder), json={"givenName": "Ada", "surname": "Lovelace"}, headers=IMMUTABLE
+    )
     assert response.status_code == 201
     body = response.json()
     assert set(CONTACT_PROPERTIES) <= body.keys()
@@ -55,18 +57,30 @@ def test_get_patch_delete_status_codes(graph, folder):
 
 def test_patch_replaces_complex_values_and_collections_whole(graph, folder):
     contact = graph.create(
-        folder, givenName="Ada",
+        folder,
+        givenName="Ada",
         businessAddress={"street": "1 Main St", "city": "London", "postalCode": "N1"},
         businessPhones=["+44 1", "+44 2"],
         emailAddresses=[{"address": "a@x.test", "name": "Ada"}, {"address": "b@x.test"}],
     )
     assert contact["businessAddress"]["state"] is None
     assert contact["emailAddresses"][1] == {"address": "b@x.test", "name": "b@x.test"}
-    body = graph.patch(f"/users/{ADA}/contacts/{contact['id']}", headers=IMMUTABLE,
-                       json={"businessAddress": {"city": "Paris"}, "businessPhones": ["+33 1"],
-                             "emailAddresses": [{"address": "c@x.test"}]}).json()
-    assert body["businessAddress"] == {"city": "Paris", "street": None, "postalCode": None, "state": None,
-                                       "countryOrRegion": None}
+    body = graph.patch(
+        f"/users/{ADA}/contacts/{contact['id']}",
+        headers=IMMUTABLE,
+        json={
+            "businessAddress": {"city": "Paris"},
+            "businessPhones": ["+33 1"],
+            "emailAddresses": [{"address": "c@x.test"}],
+        },
+    ).json()
+    assert body["businessAddress"] == {
+        "city": "Paris",
+        "street": None,
+        "postalCode": None,
+        "state": None,
+        "countryOrRegion": None,
+    }
     assert body["businessPhones"] == ["+33 1"]
     assert [e["address"] for e in body["emailAddresses"]] == ["c@x.test"]
     assert body["primaryEmailAddress"]["address"] == "c@x.test"
@@ -101,8 +115,10 @@ def test_if_match_with_stale_etag_is_412(graph, folder):
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ({"emailAddresses": [{"address": f"{i}@x.test"} for i in range(4)]},
-         "EmailAddresses has 4 entries, that exceeds the max allowed value of 3"),
+        (
+            {"emailAddresses": [{"address": f"{i}@x.test"} for i in range(4)]},
+            "EmailAddresses has 4 entries, that exceeds the max allowed value of 3",
+        ),
         ({"businessPhones": ["1", "2", "3"]}, "BusinessPhones has 3 entries"),
         ({"homePhones": ["1", "2", "3"]}, "HomePhones has 3 entries"),
     ],
@@ -135,11 +151,15 @@ def test_bad_bodies_are_400(graph, folder, body):
 def test_unknown_property_message_matches_graph(graph, folder):
     error = graph.post(contacts_url(folder), json={"nickname2": "x"}).json()["error"]
     assert error["code"] == "RequestBodyRead"
-    assert error["message"].startswith("The property 'nickname2' does not exist on type 'microsoft.graph.contact'.")
+    assert error["message"].startswith(
+        "The property 'nickname2' does not exist on type 'microsoft.graph.contact'."
+    )
 
 
 def test_invalid_json_is_400(graph, folder):
-    response = graph.post(contacts_url(folder), data=b"{not json", headers={"Content-Type": "application/json"})
+    response = graph.post(
+        contacts_url(folder), data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
 
 
@@ -163,7 +183,9 @@ def test_regular_and_immutable_ids(graph, emulator, folder):
     assert graph.get(f"/users/{ADA}/contacts/{regular}").status_code == 404
     moved = graph.get(f"/users/{ADA}/contacts/{contact['id']}").json()
     assert moved["id"] not in (regular, contact["id"])
-    assert graph.get(f"/users/{ADA}/contacts/{contact['id']}", headers=IMMUTABLE).json()["id"] == contact["id"]
+    assert (
+        graph.get(f"/users/{ADA}/contacts/{contact['id']}", headers=IMMUTABLE).json()["id"] == contact["id"]
+    )
     assert graph.get(f"{contacts_url(folder)}/{contact['id']}").status_code == 404
 
 
@@ -209,21 +231,38 @@ def test_select_narrows_but_keeps_id_and_etag(graph, folder):
 def test_email_filter_is_case_insensitive(graph, folder):
     graph.create(folder, givenName="Ada", emailAddresses=[{"address": "Ada@Example.com"}])
     graph.create(folder, givenName="Bob", emailAddresses=[{"address": "bob@example.com"}])
-    found = graph.get(contacts_url(folder),
-                      params={"$filter": "emailAddresses/any(a:a/address eq 'ada@example.COM')"}).json()["value"]
+    found = graph.get(
+        contacts_url(folder), params={"$filter": "emailAddresses/any(a:a/address eq 'ada@example.COM')"}
+    ).json()["value"]
     assert [c["givenName"] for c in found] == ["Ada"]
-    spaced = graph.get(contacts_url(folder),
-                       params={"$filter": "emailAddresses/any(x: x/address eq 'bob@example.com')"}).json()
+    spaced = graph.get(
+        contacts_url(folder), params={"$filter": "emailAddresses/any(x: x/address eq 'bob@example.com')"}
+    ).json()
     assert [c["givenName"] for c in spaced["value"]] == ["Bob"]
-    assert graph.get(contacts_url(folder), params={"$filter": "emailAddresses/any(a:a/name eq 'x')"}).status_code == 400
+    assert (
+        graph.get(contacts_url(folder), params={"$filter": "emailAddresses/any(a:a/name eq 'x')"}).status_code
+        == 400
+    )
 
 
 def test_email_index_follows_updates(graph, folder):
     contact = graph.create(folder, givenName="Ada", emailAddresses=[{"address": "old@example.com"}])
-    graph.patch(f"/users/{ADA}/contacts/{contact['id']}", json={"emailAddresses": [{"address": "new@example.com"}]})
+    graph.patch(
+        f"/users/{ADA}/contacts/{contact['id']}", json={"emailAddresses": [{"address": "new@example.com"}]}
+    )
     query = "emailAddresses/any(a:a/address eq '{}')"
-    assert graph.get(contacts_url(folder), params={"$filter": query.format("old@example.com")}).json()["value"] == []
-    assert len(graph.get(contacts_url(folder), params={"$filter": query.format("new@example.com")}).json()["value"]) == 1
+    assert (
+        graph.get(contacts_url(folder), params={"$filter": query.format("old@example.com")}).json()["value"]
+        == []
+    )
+    assert (
+        len(
+            graph.get(contacts_url(folder), params={"$filter": query.format("new@example.com")}).json()[
+                "value"
+            ]
+        )
+        == 1
+    )
 
 
 def test_orderby(graph, folder):
@@ -238,27 +277,43 @@ def test_orderby(graph, folder):
 
 
 def test_extended_properties_stored_not_echoed_and_expandable(graph, folder):
-    created = graph.create(folder, givenName="Ada", singleValueExtendedProperties=[
-        {"id": FAX, "value": "+44 20 0000"}, {"id": TAG, "value": "CUST-0042"}])
+    created = graph.create(
+        folder,
+        givenName="Ada",
+        singleValueExtendedProperties=[
+            {"id": FAX, "value": "+44 20 0000"},
+            {"id": TAG, "value": "CUST-0042"},
+        ],
+    )
     assert "singleValueExtendedProperties" not in created
     url = f"/users/{ADA}/contacts/{created['id']}"
     assert "singleValueExtendedProperties" not in graph.get(url).json()
-    expanded = graph.get(url, params={"$expand": f"singleValueExtendedProperties($filter=id eq '{FAX}')"}).json()
+    expanded = graph.get(
+        url, params={"$expand": f"singleValueExtendedProperties($filter=id eq '{FAX}')"}
+    ).json()
     assert expanded["singleValueExtendedProperties"] == [{"id": FAX, "value": "+44 20 0000"}]
     other_case = TAG.replace("BizSyncId", "BIZSYNCID")
-    listed = graph.get(contacts_url(folder),
-                       params={"$expand": f"singleValueExtendedProperties($filter=id eq '{other_case}')"}).json()
+    listed = graph.get(
+        contacts_url(folder),
+        params={"$expand": f"singleValueExtendedProperties($filter=id eq '{other_case}')"},
+    ).json()
     assert listed["value"][0]["singleValueExtendedProperties"] == []  # the Name part is case-sensitive
     graph.patch(url, json={"singleValueExtendedProperties": [{"id": FAX, "value": "+44 20 1111"}]})
-    both = graph.get(url, params={"$expand": f"singleValueExtendedProperties($filter=id eq '{FAX}' or id eq '{TAG}')"})
+    both = graph.get(
+        url, params={"$expand": f"singleValueExtendedProperties($filter=id eq '{FAX}' or id eq '{TAG}')"}
+    )
     assert {p["value"] for p in both.json()["singleValueExtendedProperties"]} == {"+44 20 1111", "CUST-0042"}
 
 
 def test_filter_on_extended_property(graph, folder):
     graph.create(folder, givenName="Ada", singleValueExtendedProperties=[{"id": TAG, "value": "CUST-0042"}])
     graph.create(folder, givenName="Bob", singleValueExtendedProperties=[{"id": TAG, "value": "CUST-0043"}])
-    found = graph.get(contacts_url(folder), params={
-        "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG}' and ep/value eq 'cust-0042')"})
+    found = graph.get(
+        contacts_url(folder),
+        params={
+            "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG}' and ep/value eq 'cust-0042')"
+        },
+    )
     assert [c["givenName"] for c in found.json()["value"]] == ["Ada"]
 
 

@@ -34,9 +34,17 @@ def test_defaults_match_the_brief():
 
     config = EmulatorConfig()
     assert (config.tenant, config.client_id, config.client_secret) == (
-        "bcsync-demo", "bcsync-local", "local-emulator-secret")
-    assert (config.latency_ms, config.max_concurrency, config.rate_limit, config.rate_window_s,
-            config.token_lifetime_s) == (0, 4, 10_000, 600, 3600)
+        "bcsync-demo",
+        "bcsync-local",
+        "local-emulator-secret",
+    )
+    assert (
+        config.latency_ms,
+        config.max_concurrency,
+        config.rate_limit,
+        config.rate_window_s,
+        config.token_lifetime_s,
+    ) == (0, 4, 10_000, 600, 3600)
 
 
 def test_stats_and_reset(control, graph):
@@ -64,8 +72,10 @@ def test_back_door_operations(control, graph):
     folders = outlook.list_folders()
     assert [f["displayName"] for f in folders] == ["Contacts", "Business Central"]
     assert all(validate_folder_shape(f) == [] for f in folders)
-    contact = outlook.create_contact("business central", {
-        "givenName": "Ada", "singleValueExtendedProperties": [{"id": "String 0x3A24", "value": "fax"}]})
+    contact = outlook.create_contact(
+        "business central",
+        {"givenName": "Ada", "singleValueExtendedProperties": [{"id": "String 0x3A24", "value": "fax"}]},
+    )
     assert validate_contact_shape(contact) == []
     assert contact["singleValueExtendedProperties"] == [{"id": "String 0x3A24", "value": "fax"}]
     updated = outlook.update_contact(contact["id"], {"surname": "Lovelace"})
@@ -101,7 +111,8 @@ def test_add_mailbox(control, graph):
     assert graph.get("/users/new@contoso.test/contactFolders").status_code == 200
     control.add_mailbox("legacy@contoso.test", rest_enabled=False)
     assert graph.get("/users/legacy@contoso.test/contactFolders").json()["error"]["code"] == (
-        "MailboxNotEnabledForRESTAPI")
+        "MailboxNotEnabledForRESTAPI"
+    )
 
 
 def test_in_process_outlook_matches_remote(emulator, control):

@@ -60,8 +60,11 @@ def test_incremental_round_collapses_changes_and_reports_deletions(graph, emulat
     items = {item["id"]: item for page in pages for item in page}
     assert keep["id"] not in items
     assert items[edit["id"]]["jobTitle"] == "two"
-    assert items[gone["id"]] == {"@odata.type": "#microsoft.graph.contact", "id": gone["id"],
-                                 "@removed": {"reason": "deleted"}}
+    assert items[gone["id"]] == {
+        "@odata.type": "#microsoft.graph.contact",
+        "id": gone["id"],
+        "@removed": {"reason": "deleted"},
+    }
     assert items[moved["id"]]["@removed"] == {"reason": "deleted"}
     assert items[new["id"]]["givenName"] == "New"
     assert len(items) == 4
@@ -83,7 +86,9 @@ def test_maxpagesize_pages_the_round(graph, folder):
     assert response.headers["Preference-Applied"] == "odata.maxpagesize=3"
     pages, delta_link = run_round(graph, delta_url(folder), page_size=3)
     assert [len(page) for page in pages] == [3, 3, 1]
-    for contact in graph.get(f"/users/{ADA}/contactFolders/{folder}/contacts", headers=IMMUTABLE).json()["value"]:
+    for contact in graph.get(f"/users/{ADA}/contactFolders/{folder}/contacts", headers=IMMUTABLE).json()[
+        "value"
+    ]:
         graph.patch(f"/users/{ADA}/contacts/{contact['id']}", json={"jobTitle": "x"})
     pages, _ = run_round(graph, delta_link, page_size=4)
     assert [len(page) for page in pages] == [4, 3]

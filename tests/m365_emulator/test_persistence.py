@@ -14,8 +14,9 @@ def test_state_survives_restart(tmp_path):
     first = serve_in_thread(make_config(state_file=str(state)))
     graph = Graph(first)
     folder = graph.folder()
-    contact = graph.create(folder, givenName="Ada", singleValueExtendedProperties=[
-        {"id": "String 0x3A24", "value": "+44 fax"}])
+    contact = graph.create(
+        folder, givenName="Ada", singleValueExtendedProperties=[{"id": "String 0x3A24", "value": "+44 fax"}]
+    )
     delta = graph.get(f"/users/{ADA}/contactFolders/{folder}/contacts/delta").json()["@odata.deltaLink"]
     first.stop()
     assert json.loads(state.read_text())["mailboxes"]
@@ -23,14 +24,19 @@ def test_state_survives_restart(tmp_path):
     second = serve_in_thread(make_config(state_file=str(state)))
     try:
         graph = Graph(second)
-        again = graph.get(f"/users/{ADA}/contacts/{contact['id']}",
-                          params={"$expand": "singleValueExtendedProperties($filter=id eq 'String 0x3A24')"}).json()
+        again = graph.get(
+            f"/users/{ADA}/contacts/{contact['id']}",
+            params={"$expand": "singleValueExtendedProperties($filter=id eq 'String 0x3A24')"},
+        ).json()
         assert again["changeKey"] == contact["changeKey"]
         assert again["singleValueExtendedProperties"][0]["value"] == "+44 fax"
         graph.patch(f"/users/{ADA}/contacts/{contact['id']}", json={"jobTitle": "Countess"})
         changes = graph.get(delta).json()
         assert [item["jobTitle"] for item in changes["value"]] == ["Countess"]
-        assert graph.post(f"/users/{ADA}/contactFolders", json={"displayName": "Business Central"}).status_code == 400
+        assert (
+            graph.post(f"/users/{ADA}/contactFolders", json={"displayName": "Business Central"}).status_code
+            == 400
+        )
     finally:
         second.stop()
 
