@@ -422,17 +422,9 @@ class SyncRunAdmin(OwnedByUserAdmin):
 
 @admin.register(ActivityLog)
 class ActivityLogAdmin(OwnedByUserAdmin):
-    list_display = (
-        "created_at",
-        "outcome",
-        "direction",
-        "action",
-        "contact_no",
-        "email",
-        "message",
-        "run_link",
-    )
+    list_display = ("created_at", "outcome", "direction", "contact_no", "message", "run_link")
     list_filter = ("outcome", "direction", "action")
+    actions = None
     search_fields = ("contact_no", "email", "message")
     list_select_related = ("run",)
     fields = (
@@ -452,6 +444,9 @@ class ActivityLogAdmin(OwnedByUserAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return self.fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

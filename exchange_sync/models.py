@@ -214,8 +214,8 @@ class SyncRun(models.Model):
 
 
 class Direction(models.TextChoices):
-    TO_M365 = "to_m365", "Business Central → Outlook"
-    TO_BC = "to_bc", "Outlook → Business Central"
+    TO_M365 = "to_m365", "To Outlook"
+    TO_BC = "to_bc", "To Business Central"
     NONE = "none", "—"
 
 

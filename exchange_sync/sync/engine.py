@@ -230,15 +230,13 @@ class SyncEngine:
             seen=outlook.seen,
             removed=outlook.removed,
             whole_folder=outlook.whole_folder,
-            bc_matches=self._bc_matches(outlook, {lk.graph_id for lk in links}, in_scope),
+            bc_matches=self._bc_matches(outlook, {lk.graph_id for lk in links}),
             linked_emails=linked_emails,
             remove_out_of_scope=self.setup.out_of_scope_policy == "remove",
             allow_mass_delete=self.run.allow_mass_delete,
         )
 
-    def _bc_matches(
-        self, outlook: OutlookRead, linked: set[str], in_scope: set[int]
-    ) -> dict[str, list[BcMatch]]:
+    def _bc_matches(self, outlook: OutlookRead, linked: set[str]) -> dict[str, list[BcMatch]]:
         emails = sorted({c.email for gid, c in outlook.changed.items() if gid not in linked and c.email})
         matches: dict[str, list[BcMatch]] = {}
         rows = _in_chunks(
@@ -252,9 +250,7 @@ class SyncEngine:
         )
         for contact_id, no, email, blocked in rows:
             matches.setdefault(email, []).append(
-                BcMatch(
-                    contact_id=contact_id, no=no, in_scope=contact_id in in_scope, privacy_blocked=blocked
-                )
+                BcMatch(contact_id=contact_id, no=no, privacy_blocked=blocked)
             )
         return matches
 

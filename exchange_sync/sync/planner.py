@@ -63,7 +63,6 @@ class BcMatch:
 
     contact_id: int
     no: str
-    in_scope: bool
     privacy_blocked: bool
 
 
@@ -264,8 +263,6 @@ def _plan_unlinked_outlook(
         return [*actions, Action(ActionKind.IMPORT_TO_BC, graph_id=first.graph_id, outlook=first)]
     elif usable[0].privacy_blocked:
         reason = f"matches {usable[0].no}, which is privacy blocked; not imported"
-    elif usable[0].in_scope:
-        reason = f"matches {usable[0].no}, which is synced with another Outlook contact; not imported"
     else:
         reason = f"matches {usable[0].no}, which is outside your sync filter; not imported"
     return [*actions, Action(ActionKind.SKIP, graph_id=first.graph_id, outlook=first, reason=reason)]

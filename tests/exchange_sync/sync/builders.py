@@ -88,10 +88,8 @@ def link(
     )
 
 
-def match(contact_id: int, *, in_scope: bool = False, privacy_blocked: bool = False) -> BcMatch:
-    return BcMatch(
-        contact_id=contact_id, no=no(contact_id), in_scope=in_scope, privacy_blocked=privacy_blocked
-    )
+def match(contact_id: int, *, privacy_blocked: bool = False) -> BcMatch:
+    return BcMatch(contact_id=contact_id, no=no(contact_id), privacy_blocked=privacy_blocked)
 
 
 def given(
