@@ -1,0 +1,27 @@
+"""Validate Exchange Connection for one user (or every user with a Microsoft 365 email)."""
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from exchange_sync import services
+
+
+class Command(BaseCommand):
+    help = "Validate the Microsoft 365 connection: email, sign-in, mailbox and the sync folder."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user", help="username (default: every user with a Microsoft 365 email)")
+
+    def handle(self, *args, user: str | None, **options):
+        users = get_user_model().objects.exclude(user_card__microsoft_365_email="").filter(user_card__isnull=False)
+        if user:
+            users = get_user_model().objects.filter(username=user)
+            if not users.exists():
+                raise CommandError(f"No user named {user!r}.")
+        failed = 0
+        for account in users.order_by("username"):
+            check = services.validate_exchange_connection(user=account)
+            failed += not check.ok
+            self.stdout.write(f"{account.username}: {check.message}")
+        if failed:
+            raise CommandError(f"{failed} connection(s) failed.")
