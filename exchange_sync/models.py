@@ -4,6 +4,7 @@ Exchange Sync Setup (6700), Contact Sync Setup, Activity Log (710) and Job Queue
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -311,3 +312,18 @@ class JobQueueEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_object_type_to_run_display()} {self.object_id_to_run} {self.description}".strip()
+
+    def clean(self) -> None:
+        from .job_queue import WEEKDAY_FIELDS, validate_object_id  # job_queue imports this module
+
+        errors = {}
+        try:
+            validate_object_id(self.object_id_to_run)
+        except ValidationError as error:
+            errors["object_id_to_run"] = error
+        if self.recurring and not self.minutes_between_runs:
+            errors["minutes_between_runs"] = "A recurring job needs at least 1 minute between runs."
+        if self.recurring and not any(getattr(self, field) for field in WEEKDAY_FIELDS):
+            errors["run_on_mondays"] = "A recurring job needs at least one weekday to run on."
+        if errors:
+            raise ValidationError(errors)
