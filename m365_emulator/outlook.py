@@ -3,6 +3,7 @@ through the same state functions as Graph requests (so change keys, timestamps a
 
 from __future__ import annotations
 
+import copy
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,9 @@ class Outlook:
         return mailbox
 
     def _json(self, mailbox: Mailbox, contact: Any) -> dict[str, Any]:
-        # Immutable ids and every stored extended property: tests want to see what the app wrote.
-        return contact_json(mailbox, contact, immutable=True, expand=[])
+        # Immutable ids and every stored extended property: tests want to see what the app wrote. A deep
+        # copy, because callers get Python objects they may change, unlike encoded Graph responses.
+        return copy.deepcopy(contact_json(mailbox, contact, immutable=True, expand=[]))
 
     def list_folders(self) -> list[dict[str, Any]]:
         """Every folder of the mailbox, the default Contacts folder first."""

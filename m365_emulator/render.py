@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .contacts import EMAIL_SLOTS
-from .schema import CONTACT_PROPERTIES
 from .state import Contact, Folder, Mailbox
 
 ALWAYS_SELECTED = ("id",)
@@ -24,24 +23,24 @@ def contact_json(
 ) -> dict[str, Any]:
     """The contact as Graph returns it: every schema property (nulls, {} and [] included) unless `select`
     narrows it; `expand` lists the canonical extended-property keys asked for with $expand (None: no
-    expansion, [] with the $expand present: every stored property)."""
-    props = contact.props
-    emails = props["emailAddresses"]
-    server = {
+    expansion, [] with the $expand present: every stored property).
+
+    The result shares values with the stored contact. That is safe because stored values are replaced,
+    never mutated in place, and Graph responses are encoded at once; the Outlook helper deep-copies."""
+    emails = contact.props["emailAddresses"]
+    result: dict[str, Any] = {
+        "@odata.etag": etag(contact.change_key),
         "id": mailbox.item_id(contact.key, contact.folder, immutable),
         "changeKey": contact.change_key,
         "createdDateTime": contact.created,
         "lastModifiedDateTime": contact.modified,
         "parentFolderId": contact.folder.id,
-        **{
-            slot: dict(emails[index]) if index < len(emails) else {} for index, slot in enumerate(EMAIL_SLOTS)
-        },
     }
-    names = CONTACT_PROPERTIES if select is None else [*ALWAYS_SELECTED, *select]
-    result: dict[str, Any] = {"@odata.etag": etag(contact.change_key)}
-    for name in names:
-        value = server[name] if name in server else props[name]
-        result[name] = _copy(value)
+    for index, slot in enumerate(EMAIL_SLOTS):
+        result[slot] = emails[index] if index < len(emails) else {}
+    result.update(contact.props)
+    if select is not None:
+        result = {name: result[name] for name in ("@odata.etag", *ALWAYS_SELECTED, *select)}
     if expand is not None:
         result["singleValueExtendedProperties"] = [
             {"id": prop_id, "value": value}
@@ -49,15 +48,6 @@ def contact_json(
             if not expand or key in expand
         ]
     return result
-
-
-def _copy(value: Any) -> Any:
-    # Stored values must not leak out by reference into a response that a caller could mutate.
-    if isinstance(value, list):
-        return [_copy(item) for item in value]
-    if isinstance(value, dict):
-        return dict(value)
-    return value
 
 
 def removed_json(contact_id: str) -> dict[str, Any]:

@@ -275,7 +275,8 @@ class Mailbox:
                 "key": c.key,
                 "item": c.item.hex(),
                 "folder": c.folder.id,
-                "props": dict(c.props),  # shallow: stored values are replaced, never mutated
+                # sparse (most properties are empty); a new dict, and stored values are never mutated
+                "props": {name: value for name, value in c.props.items() if value not in (None, [], {})},
                 "extended": {k: list(v) for k, v in c.extended.items()},
                 "changeKey": c.change_key,
                 "created": c.created,
@@ -311,7 +312,9 @@ class Mailbox:
         mailbox.root = mailbox.folders[data["root"]]
         for entry in data["contacts"]:
             folder = mailbox.folders[entry["folder"]]
-            contact = Contact(entry["key"], bytes.fromhex(entry["item"]), folder, entry["props"])
+            contact = Contact(
+                entry["key"], bytes.fromhex(entry["item"]), folder, {**blank_props(), **entry["props"]}
+            )
             contact.extended = {k: (v[0], v[1]) for k, v in entry["extended"].items()}
             contact.change_key = entry["changeKey"]
             contact.created = entry["created"]
