@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     try:
-        server._thread.join()
+        server.wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -60,6 +60,10 @@ class RunningEmulator:
         self.url = f"http://{host}:{port}"
         self.emulator = server.emulator
 
+    def wait(self) -> None:
+        """Block until the server stops (used by the command line)."""
+        self._thread.join()
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
