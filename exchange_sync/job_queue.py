@@ -62,7 +62,7 @@ WEEKDAY_FIELDS = (
     "run_on_saturdays",
     "run_on_sundays",
 )
-RUNTIME_FIELDS = ("status", "last_run_at", "next_run_at", "last_error", "claimed_at", "schedule_id")
+RUNTIME_FIELDS = ("status", "last_run_at", "next_run_at", "last_error", "claimed_at", "schedule")
 # Schedule.minutes is a PositiveSmallIntegerField. Its value only shapes django-q2's own guess of
 # the next run; the entry overwrites Schedule.next_run after every run.
 SCHEDULE_MAX_MINUTES = 32767
@@ -242,13 +242,14 @@ def _locked(entry_id: int) -> JobQueueEntry:
 
 def save_job_queue_entry(*, entry: JobQueueEntry) -> JobQueueEntry:
     """Save an entry created or edited on its card, recompute its next run and keep its Schedule in step."""
-    entry.full_clean()
+    entry.full_clean(exclude=RUNTIME_FIELDS)
     with transaction.atomic():
         if entry.pk is not None:
             # What runs write (status, last run, ...) comes from the row, never from a stale form.
             current = _locked(entry.pk)
-            for field in RUNTIME_FIELDS:
-                setattr(entry, field, getattr(current, field))
+            for name in RUNTIME_FIELDS:
+                attname = JobQueueEntry._meta.get_field(name).attname
+                setattr(entry, attname, getattr(current, attname))
         if entry.status == JobStatus.READY:
             entry.next_run_at = compute_next_run(entry=entry, anchor=entry.last_run_at, now=timezone.now())
         entry.save()
