@@ -29,7 +29,13 @@ from exchange_sync.graph.client import (
     contact_delete_request,
     contact_update_request,
 )
-from exchange_sync.graph.errors import ItemNotFound, SyncStateExpired
+from exchange_sync.graph.errors import (
+    AccessDenied,
+    InvalidToken,
+    ItemNotFound,
+    MailboxNotFound,
+    SyncStateExpired,
+)
 from exchange_sync.models import (
     ActivityLog,
     ContactLink,
@@ -290,6 +296,8 @@ class SyncEngine:
             with transaction.atomic():
                 for result in results:
                     action, record = by_request[result.id]
+                    if isinstance(result.error, RUN_STOPPING_ERRORS):
+                        continue
                     if isinstance(result.error, ItemNotFound) and action.kind in (
                         ActionKind.UPDATE_M365,
                         ActionKind.LINK,
@@ -299,6 +307,7 @@ class SyncEngine:
                         continue
                     self.record_graph_result(action, record, result, contacts.get(action.contact_id))
                 self.flush()
+            _raise_run_stopping_error(results)
         if retry_as_create:
             # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
             self.apply_recreates(retry_as_create, contacts)
@@ -323,8 +332,11 @@ class SyncEngine:
             with transaction.atomic():
                 for result in results:
                     action, record = by_request[result.id]
+                    if isinstance(result.error, RUN_STOPPING_ERRORS):
+                        continue
                     self.record_graph_result(action, record, result, contacts.get(action.contact_id))
                 self.flush()
+            _raise_run_stopping_error(results)
 
     def _request(self, request_id: str, action: Action, record: dict[str, str] | None) -> BatchRequest:
         where = {"id": request_id, "mailbox": self.mailbox, "folder_id": self.folder_id}
@@ -671,6 +683,18 @@ class SyncEngine:
 
 class MassDeleteBlocked(Exception):
     pass
+
+
+# Inner $batch answers that concern the mailbox or the app, not the item: every further request
+# would fail the same way, so the run stops (FAILED, watermark and delta link kept) instead of
+# logging one failure per contact and reporting success.
+RUN_STOPPING_ERRORS = (MailboxNotFound, AccessDenied, InvalidToken)
+
+
+def _raise_run_stopping_error(results: list[BatchResult]) -> None:
+    for result in results:
+        if isinstance(result.error, RUN_STOPPING_ERRORS):
+            raise result.error
 
 
 def _countries() -> Countries:
