@@ -101,6 +101,13 @@ class UserCardAdmin(OwnedByUserAdmin):
     search_fields = ("user__username", "microsoft_365_email")
     fields = ("user", "microsoft_365_email")
 
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # A salesperson has one card: open it, creating it on first visit.
+        if not request.user.is_superuser:
+            card, _ = UserCard.objects.get_or_create(user=request.user)
+            return redirect("admin:exchange_sync_usercard_change", card.pk)
+        return super().changelist_view(request, extra_context)
+
 
 def _post_only_object_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str):
     """The object behind a state-changing button: POST only, visible to the user, changeable."""
