@@ -128,6 +128,7 @@ class SyncEngine:
         self.tally = Tally()
         self.countries = _countries()
         self.pending_logs: list[ActivityLog] = []
+        self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -180,6 +181,11 @@ class SyncEngine:
 
     def plan_input(self, outlook: OutlookRead, *, full: bool) -> PlanInput:
         scope = scope_queryset(self.setup)
+        rows = list(
+            ContactLink.objects.filter(setup=self.setup).values_list(
+                "id", "contact_id", "graph_id", "bc_hash", "m365_hash", "detached", "pending", "contact_no"
+            )
+        )
         links = [
             LinkState(
                 link_id=row[0],
@@ -190,10 +196,10 @@ class SyncEngine:
                 detached=row[5],
                 pending=row[6],
             )
-            for row in ContactLink.objects.filter(setup=self.setup).values_list(
-                "id", "contact_id", "graph_id", "bc_hash", "m365_hash", "detached", "pending"
-            )
+            for row in rows
         ]
+        # The link keeps the No. of a deleted contact, so the log can say which one left the folder.
+        self.deleted_nos = {row[0]: row[7] for row in rows if row[1] is None and row[7]}
         in_scope = set(scope.values_list("id", flat=True))
         linked_out_of_scope = [
             lk.contact_id for lk in links if lk.contact_id and lk.contact_id not in in_scope
@@ -350,8 +356,13 @@ class SyncEngine:
     def record_graph_result(
         self, action: Action, record: dict[str, str] | None, result: BatchResult, contact: Contact | None
     ) -> None:
-        label = _contact_label(contact, action)
-        log = {"contact": contact, "graph_id": action.graph_id or "", "direction": Direction.TO_M365}
+        label = self.label(contact, action)
+        log = {
+            "contact": contact,
+            "contact_no": self.deleted_nos.get(action.link_id, "") if action.link_id else "",
+            "graph_id": action.graph_id or "",
+            "direction": Direction.TO_M365,
+        }
         if action.kind == ActionKind.DELETE_IN_M365:
             if result.error is None or isinstance(result.error, ItemNotFound):
                 ContactLink.objects.filter(pk=action.link_id).delete()
@@ -634,7 +645,8 @@ class SyncEngine:
                 direction=direction,
                 action=_preview_action(action),
                 outcome=Outcome.PLANNED,
-                message=_preview_message(action, contact),
+                contact_no=self.deleted_nos.get(action.link_id, "") if action.link_id else "",
+                message=_preview_message(action, self.label(contact, action)),
             )
             if len(self.pending_logs) >= DB_CHUNK:
                 self.flush()
@@ -647,6 +659,7 @@ class SyncEngine:
         outcome: str,
         message: str,
         contact: Contact | None = None,
+        contact_no: str = "",
         email: str = "",
         graph_id: str = "",
         direction: str = Direction.NONE,
@@ -658,7 +671,7 @@ class SyncEngine:
                 run=self.run,
                 user_id=self.run.user_id,
                 contact=contact,
-                contact_no=contact.no if contact else "",
+                contact_no=contact.no if contact else contact_no,
                 email=email or (contact.email if contact else ""),
                 graph_id=graph_id,
                 direction=direction,
@@ -676,6 +689,11 @@ class SyncEngine:
         now = timezone.now()
         SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now, **self.counts())
         ContactSyncSetup.objects.filter(pk=self.setup.pk, active_run=self.run).update(claimed_at=now)
+
+    def label(self, contact: Contact | None, action: Action) -> str:
+        if contact is None and action.link_id in self.deleted_nos:
+            return f"Contact {self.deleted_nos[action.link_id]}"
+        return _contact_label(contact, action)
 
     def counts(self) -> dict[str, int]:
         return {**vars(self.tally), "graph_requests": self.client.requests_sent}
@@ -734,8 +752,7 @@ def _preview_action(action: Action) -> str:
     }[action.kind]
 
 
-def _preview_message(action: Action, contact: Contact | None) -> str:
-    label = _contact_label(contact, action)
+def _preview_message(action: Action, label: str) -> str:
     text = {
         ActionKind.CREATE_IN_M365: f"{label} would be added to the Outlook folder.",
         ActionKind.UPDATE_M365: f"{label} would be updated in Outlook"
