@@ -109,14 +109,19 @@ class UserCardAdmin(OwnedByUserAdmin):
         return super().changelist_view(request, extra_context)
 
 
-def _post_only_object_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str):
-    """The object behind a state-changing button: POST only, visible to the user, changeable."""
-    if request.method != "POST":
-        raise PermissionDenied("This button only works as a form submission.")
+def _changeable_object(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str):
+    """The object behind a custom view, if this user may see and change it."""
     obj = model_admin.get_object(request, object_id)
     if obj is None or not model_admin.has_change_permission(request, obj):
         raise PermissionDenied
     return obj
+
+
+def _post_only_object_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str):
+    """The object behind a state-changing button: POST only, visible to the user, changeable."""
+    if request.method != "POST":
+        raise PermissionDenied("This button only works as a form submission.")
+    return _changeable_object(model_admin, request, object_id)
 
 
 @admin.register(ExchangeSyncSetup)
@@ -314,41 +319,35 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
         _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
         return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
 
+    def _setup_page(self, request: HttpRequest, setup: ContactSyncSetup, template: str, title: str, **extra):
+        """A page of its own for one setup (Set Sync Filter, Delete Activity Log)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": setup,
+            "title": title,
+        }
+        return TemplateResponse(
+            request, f"admin/exchange_sync/contactsyncsetup/{template}", {**context, **extra}
+        )
+
     def filter_view(self, request: HttpRequest, object_id: str):
-        setup = self.get_object(request, object_id)
-        if setup is None or not self.has_change_permission(request, setup):
-            raise PermissionDenied
+        setup = _changeable_object(self, request, object_id)
         form = ContactFilterForm(request.POST or None, initial=setup.contact_filter)
         if request.method == "POST" and form.is_valid():
             described = services.set_sync_filter(user=setup.user, filters=form.cleaned_data)
             self.message_user(request, f"Sync filter saved: {described}.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": setup,
-            "form": form,
-            "title": "Set Sync Filter",
-        }
-        return TemplateResponse(request, "admin/exchange_sync/contactsyncsetup/set_filter.html", context)
+        return self._setup_page(request, setup, "set_filter.html", "Set Sync Filter", form=form)
 
     def delete_log_view(self, request: HttpRequest, object_id: str):
-        setup = self.get_object(request, object_id)
-        if setup is None or not self.has_change_permission(request, setup):
-            raise PermissionDenied
+        setup = _changeable_object(self, request, object_id)
         count = ActivityLog.objects.filter(user=setup.user).count()
         if request.method == "POST" and request.POST.get("post") == "yes":
             deleted = services.delete_activity_log(user=setup.user)
             self.message_user(request, f"Deleted {deleted} activity log entries.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": setup,
-            "count": count,
-            "title": "Delete Activity Log",
-        }
-        return TemplateResponse(request, "admin/exchange_sync/contactsyncsetup/delete_log.html", context)
+        return self._setup_page(request, setup, "delete_log.html", "Delete Activity Log", count=count)
 
     def _queue_runs(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
         queued, refused = 0, []

@@ -97,21 +97,12 @@ class Tally:
     failed: int = 0
 
     def add(self, outcome: str, direction: str) -> None:
-        name = {
-            (Outcome.CREATED, Direction.TO_M365): "created",
-            (Outcome.UPDATED, Direction.TO_M365): "updated",
-            (Outcome.DELETED, Direction.TO_M365): "deleted",
-            (Outcome.RECREATED, Direction.TO_M365): "recreated",
-            (Outcome.CREATED, Direction.TO_BC): "imported",
-            (Outcome.UPDATED, Direction.TO_BC): "bc_updated",
-            (Outcome.LINKED, Direction.TO_M365): "linked",
-            (Outcome.SKIPPED, Direction.TO_M365): "skipped",
-            (Outcome.SKIPPED, Direction.TO_BC): "skipped",
-            (Outcome.SKIPPED, Direction.NONE): "skipped",
-            (Outcome.FAILED, Direction.TO_M365): "failed",
-            (Outcome.FAILED, Direction.TO_BC): "failed",
-            (Outcome.FAILED, Direction.NONE): "failed",
-        }.get((outcome, direction))
+        if outcome in (Outcome.SKIPPED, Outcome.FAILED):
+            name = outcome
+        elif direction == Direction.TO_BC:
+            name = {Outcome.CREATED: "imported", Outcome.UPDATED: "bc_updated"}.get(outcome, "")
+        else:
+            name = outcome if outcome != Outcome.PLANNED else ""
         if name:
             setattr(self, name, getattr(self, name) + 1)
 
