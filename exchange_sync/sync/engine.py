@@ -64,6 +64,18 @@ logger = logging.getLogger(__name__)
 GRAPH_WINDOW = 400  # actions whose Graph requests are built and sent together (20 batches of 20)
 DB_CHUNK = 500  # rows per database transaction for Business Central-side writes
 DELTA_PAGE_SIZE = 1000
+# What a written contact's link holds; the same for a new link and an existing one.
+LINK_FIELDS = [
+    "contact",
+    "contact_no",
+    "graph_id",
+    "change_key",
+    "bc_hash",
+    "m365_hash",
+    "detached",
+    "pending",
+    "synced_at",
+]
 
 
 def scope_queryset(setup: ContactSyncSetup) -> QuerySet[Contact]:
@@ -82,6 +94,17 @@ class OutlookRead:
     removed: set[str] = field(default_factory=set)
     delta_link: str = ""
     whole_folder: bool = False
+
+
+@dataclass
+class PendingLinks:
+    """The link changes of the $batch being recorded. flush() writes them with its log entries, a
+    few statements per batch instead of several per contact."""
+
+    saved: list[ContactLink] = field(default_factory=list)  # existing links, by primary key
+    created: list[ContactLink] = field(default_factory=list)  # new links, by (setup, contact)
+    failed_ids: list[int] = field(default_factory=list)  # to send again next run
+    deleted_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +142,7 @@ class SyncEngine:
         self.tally = Tally()
         self.countries = _countries()
         self.pending_logs: list[ActivityLog] = []
+        self.pending_links = PendingLinks()
         self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
 
     # --- the run ---------------------------------------------------------------------------------
@@ -356,7 +380,8 @@ class SyncEngine:
         }
         if action.kind == ActionKind.DELETE_IN_M365:
             if result.error is None or isinstance(result.error, ItemNotFound):
-                ContactLink.objects.filter(pk=action.link_id).delete()
+                assert action.link_id is not None
+                self.pending_links.deleted_ids.append(action.link_id)
                 self.log(
                     **log,
                     action="Delete Outlook contact",
@@ -375,7 +400,7 @@ class SyncEngine:
         assert record is not None and contact is not None
         if result.error is not None:
             if action.link_id is not None:
-                ContactLink.objects.filter(pk=action.link_id).update(pending=True)
+                self.pending_links.failed_ids.append(action.link_id)
             self.log(
                 **log,
                 action=_write_action(action),
@@ -426,21 +451,23 @@ class SyncEngine:
     def _save_link(
         self, action: Action, contact: Contact, record: dict[str, str], written: OutlookContact
     ) -> None:
-        values = {
-            "contact": contact,
-            "contact_no": contact.no,
-            "graph_id": written.graph_id,
-            "change_key": written.change_key,
-            "bc_hash": record_hash(record),
-            "m365_hash": record_hash(written.record),
-            "detached": False,
-            "pending": False,
-            "synced_at": timezone.now(),
-        }
+        link = ContactLink(
+            pk=action.link_id,
+            setup=self.setup,
+            contact=contact,
+            contact_no=contact.no,
+            graph_id=written.graph_id,
+            change_key=written.change_key,
+            bc_hash=record_hash(record),
+            m365_hash=record_hash(written.record),
+            detached=False,
+            pending=False,
+            synced_at=timezone.now(),
+        )
         if action.link_id is not None:
-            ContactLink.objects.filter(pk=action.link_id).update(**values)
+            self.pending_links.saved.append(link)
         else:
-            ContactLink.objects.update_or_create(setup=self.setup, contact=contact, defaults=values)
+            self.pending_links.created.append(link)
 
     def apply_local_chunk(self, actions: list[Action]) -> None:
         contact_ids = [a.contact_id for a in actions if a.contact_id is not None]
@@ -674,7 +701,22 @@ class SyncEngine:
         )
 
     def flush(self) -> None:
-        """Write the log entries and counts so far, and prove the run is alive (heartbeat)."""
+        """Write the link changes, log entries and counts so far, and prove the run is alive (heartbeat)."""
+        links, self.pending_links = self.pending_links, PendingLinks()
+        if links.deleted_ids:
+            ContactLink.objects.filter(pk__in=links.deleted_ids).delete()
+        if links.failed_ids:
+            ContactLink.objects.filter(pk__in=links.failed_ids).update(pending=True)
+        if links.saved:
+            ContactLink.objects.bulk_update(links.saved, LINK_FIELDS)
+        if links.created:
+            # An upsert, as update_or_create was: a link left for this contact is taken over.
+            ContactLink.objects.bulk_create(
+                links.created,
+                update_conflicts=True,
+                unique_fields=["setup", "contact"],
+                update_fields=LINK_FIELDS,
+            )
         ActivityLog.objects.bulk_create(self.pending_logs)
         self.pending_logs = []
         now = timezone.now()
