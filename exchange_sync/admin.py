@@ -641,7 +641,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
         except job_queue.JobQueueRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
-            self.message_user(request, f"'{entry}' {done}.", messages.SUCCESS)
+            self.message_user(request, f"{job_queue.entry_label(entry)} {done}.", messages.SUCCESS)
 
     @admin.action(description="Run Now")
     def run_now_selected(self, request: HttpRequest, queryset: QuerySet):

@@ -202,6 +202,10 @@ def compute_next_run(*, entry: JobQueueEntry, anchor: datetime | None, now: date
     return _on_a_run_day(entry, max(candidate, now))
 
 
+def entry_label(entry: JobQueueEntry) -> str:
+    return f"Job Queue Entry {entry.get_object_type_to_run_display()} {entry.object_id_to_run}"
+
+
 def _schedule_name(entry: JobQueueEntry) -> str:
     return f"job-queue-entry-{entry.pk}"
 
@@ -269,7 +273,7 @@ def set_job_queue_entry_on_hold(*, entry: JobQueueEntry) -> JobQueueEntry:
     with transaction.atomic():
         entry = _locked(entry.pk)
         if entry.status == JobStatus.IN_PROCESS:
-            raise JobQueueRefused(f"'{entry}' is running; set it on hold when the run has ended.")
+            raise JobQueueRefused(f"{entry_label(entry)} is running; set it on hold when the run has ended.")
         entry.status = JobStatus.ON_HOLD
         entry.save(update_fields=["status"])
         _sync_schedule(entry)
@@ -281,7 +285,7 @@ def set_job_queue_entry_ready(*, entry: JobQueueEntry) -> JobQueueEntry:
     with transaction.atomic():
         entry = _locked(entry.pk)
         if entry.status == JobStatus.IN_PROCESS:
-            raise JobQueueRefused(f"'{entry}' is running; its status is set when the run ends.")
+            raise JobQueueRefused(f"{entry_label(entry)} is running; its status is set when the run ends.")
         entry.status = JobStatus.READY
         entry.next_run_at = compute_next_run(entry=entry, anchor=entry.last_run_at, now=timezone.now())
         entry.save(update_fields=["status", "next_run_at"])
@@ -289,19 +293,21 @@ def set_job_queue_entry_ready(*, entry: JobQueueEntry) -> JobQueueEntry:
     return entry
 
 
-def run_job_queue_entry_now(*, entry: JobQueueEntry) -> str:
-    """Run Now: make the entry due and queue its run; returns the django-q2 task id. An entry in
-    Error is set to Ready (this is its retry); one On Hold or In Process is refused."""
+def run_job_queue_entry_now(*, entry: JobQueueEntry) -> None:
+    """Run Now: make the entry due and queue its run once that is committed. An entry in Error is
+    set to Ready (this is its retry); one On Hold or In Process is refused."""
     now = timezone.now()
     if not JobQueueEntry.objects.filter(pk=entry.pk, status__in=[JobStatus.READY, JobStatus.ERROR]).update(
         status=JobStatus.READY, next_run_at=now
     ):
         entry.refresh_from_db(fields=["status"])
         raise JobQueueRefused(
-            f"'{entry}' is {entry.get_status_display()}; "
+            f"{entry_label(entry)} is {entry.get_status_display()}; "
             + ("it is running already." if entry.status == JobStatus.IN_PROCESS else "set it to Ready first.")
         )
-    return async_task(TASK_FUNC, entry.pk, task_name=f"job-queue-entry-{entry.pk}-run-now")
+    transaction.on_commit(
+        lambda: async_task(TASK_FUNC, entry.pk, task_name=f"job-queue-entry-{entry.pk}-run-now")
+    )
 
 
 def run_job_queue_entry(*, entry_id: int) -> JobQueueEntry | None:
@@ -331,9 +337,9 @@ def run_job_queue_entry(*, entry_id: int) -> JobQueueEntry | None:
         logger.exception("Job queue entry %s failed", entry_id)
         error = f"Unexpected error ({type(exc).__name__}); the details are in the server log."
     with transaction.atomic():
-        entry = _locked(entry_id)
-        if entry.claimed_at != claim.claimed_at:
-            return entry  # taken over as stale: the run holding it now records the outcome
+        entry = JobQueueEntry.objects.select_for_update().filter(pk=entry_id).first()
+        if entry is None or entry.claimed_at != claim.claimed_at:
+            return entry  # deleted meanwhile, or taken over as stale: that run records the outcome
         entry.status = JobStatus.ERROR if error else JobStatus.READY
         entry.last_error = error
         entry.last_run_at = now

@@ -174,7 +174,9 @@ def test_set_on_hold_and_set_ready_buttons(entry, staff_user):
 
 
 @pytest.mark.django_db
-def test_run_now_button_runs_the_entry_and_the_list_links_its_sync_runs(entry, staff_user, m365, monkeypatch):
+def test_run_now_button_runs_the_entry_and_the_list_links_its_sync_runs(
+    entry, staff_user, m365, monkeypatch, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(Conf, "SYNC", True)
     card = UserCardFactory(user=staff_user)
     m365.emulator.add_mailbox(card.microsoft_365_email)
@@ -182,7 +184,8 @@ def test_run_now_button_runs_the_entry_and_the_list_links_its_sync_runs(entry, s
     JobQueueEntry.objects.filter(pk=entry.pk).update(next_run_at=timezone.now() + timedelta(hours=5))
     client = csrf_client(staff_user)
 
-    response = post(client, button_url(entry, "run-now"), follow=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, button_url(entry, "run-now"), follow=True)
     assert "is queued to run now" in response.content.decode()
     entry.refresh_from_db()
     assert entry.status == JobStatus.READY and entry.last_run_at is not None

@@ -331,13 +331,15 @@ def test_an_entry_that_is_not_due_is_not_run(m365):
 
 
 @pytest.mark.django_db
-def test_run_now_queues_the_task_which_runs_the_entry(m365, monkeypatch):
+def test_run_now_queues_the_task_which_runs_the_entry(m365, monkeypatch, django_capture_on_commit_callbacks):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)
     ann = background_user(m365, "ann")
     entry = new_entry(ann, earliest_start_at=timezone.now() + timedelta(hours=1))  # not due by itself
-    job_queue.run_job_queue_entry_now(entry=entry)
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        job_queue.run_job_queue_entry_now(entry=entry)
+    assert len(queued) == 1
     entry.refresh_from_db()
     assert entry.status == JobStatus.READY and entry.last_run_at is not None
     assert SyncRun.objects.get().job_queue_entry_id == entry.pk
@@ -369,3 +371,24 @@ def test_actions_the_status_does_not_allow_are_refused(staff_user, service, stat
     with pytest.raises(job_queue.JobQueueRefused):
         service(entry=entry)
     assert JobQueueEntry.objects.get(pk=entry.pk).status == status
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_leaves_the_entry_in_error_with_a_readable_message(staff_user, monkeypatch):
+    def boom(entry, claim):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setitem(job_queue.REGISTRY, 6700, job_queue.JobObject(caption="Boom", run=boom))
+    entry = job_queue.run_job_queue_entry(entry_id=new_entry(staff_user).pk)
+    assert entry.status == JobStatus.ERROR
+    assert entry.last_error == "Unexpected error (RuntimeError); the details are in the server log."
+
+
+@pytest.mark.django_db
+def test_an_entry_deleted_during_its_run_is_left_deleted(staff_user, monkeypatch):
+    def delete_me(entry, claim):
+        job_queue.delete_job_queue_entry(entry=entry)
+
+    monkeypatch.setitem(job_queue.REGISTRY, 6700, job_queue.JobObject(caption="Self-deleting", run=delete_me))
+    assert job_queue.run_job_queue_entry(entry_id=new_entry(staff_user).pk) is None
+    assert not JobQueueEntry.objects.exists() and not Schedule.objects.exists()
