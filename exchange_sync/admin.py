@@ -396,6 +396,12 @@ class ActivityLogInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        # A salesperson has no model permissions, so Django would hide the log of their own run.
+        # `obj` is the run, fetched through SyncRunAdmin.get_queryset (None when Django builds the
+        # inline's queryset, which the formset then limits to that run's entries).
+        return obj is None or request.user.is_superuser or obj.user_id == request.user.pk
+
 
 @admin.register(SyncRun)
 class SyncRunAdmin(OwnedByUserAdmin):
