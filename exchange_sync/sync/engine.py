@@ -61,7 +61,10 @@ from .planner import Action, ActionKind, BcContact, BcMatch, LinkState, Plan, Pl
 
 logger = logging.getLogger(__name__)
 
-GRAPH_WINDOW = 400  # actions whose Graph requests are built and sent together (20 batches of 20)
+# Actions whose Graph requests are built and sent together (100 batches of 20). Between windows the
+# pipeline drains and Outlook's workers idle for a round trip, so windows are as large as memory
+# comfortably allows: 2,000 contacts and their request bodies are a few MB.
+GRAPH_WINDOW = 2000
 DB_CHUNK = 500  # rows per database transaction for Business Central-side writes
 DELTA_PAGE_SIZE = 1000
 # What a written contact's link holds; the same for a new link and an existing one.
