@@ -56,10 +56,10 @@ class Shots:
         for old in folder.glob("*.png"):
             old.unlink()
 
-    def __call__(self, step: str) -> Path:
+    def __call__(self, step: str, *, full_page: bool = True) -> Path:
         self.count += 1
         path = self.folder / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', step.lower()).strip('-')}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
 

@@ -207,7 +207,7 @@ def test_what_outlook_sends_is_shown_escaped(live_server, m365, page: Page, shot
     expect(row).to_contain_text(XSS_NAME)
     expect(row).to_contain_text(XSS_COMPANY)
     assert_inert(page)
-    shot("contact list")
+    shot("contact list", full_page=False)  # its country filter is 250 entries long
     page.goto(f"{base}/admin/contacts/contact/{imported.pk}/change/")
     expect(page.locator("#id_company_name")).to_have_value(XSS_COMPANY)
     assert_inert(page)
