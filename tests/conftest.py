@@ -23,7 +23,7 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture
 def m365_emulator():
-    """A running Microsoft 365 emulator (sign-in + Graph contacts) on a free port; see m365_emulator/README.md.
+    """A running Microsoft 365 emulator (sign-in + Graph contacts) on a free port.
 
     Tenant `bcsync-test`, client id `bcsync-tests`, secret `test-secret`, no mailboxes (add them with
     `m365_emulator.emulator.add_mailbox(upn)`). `.url` is its base URL.
@@ -31,7 +31,9 @@ def m365_emulator():
     from m365_emulator import EmulatorConfig, serve_in_thread
 
     server = serve_in_thread(
-        EmulatorConfig(tenant="bcsync-test", client_id="bcsync-tests", client_secret="test-secret", mailboxes=[])
+        EmulatorConfig(
+            tenant="bcsync-test", client_id="bcsync-tests", client_secret="test-secret", mailboxes=[]
+        )
     )
     yield server
     server.stop()

@@ -19,14 +19,8 @@ from exchange_sync.models import ActivityLog, ContactSyncSetup, ExchangeSyncSetu
 from m365_emulator import EmulatorConfig, serve_in_thread
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 from tests.http_client import AdminHttpClient, messages_in
-from tests.seed import reseed_migration_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _migration_data(transactional_db):
-    reseed_migration_data()  # an earlier live-server test may have flushed it
 
 
 SECRET = "s3cr3t-DO-NOT-LEAK-42"

@@ -15,14 +15,8 @@ from exchange_sync import services
 from exchange_sync.models import ActivityLog, ContactSyncSetup, RunStatus, SyncMode, SyncRun, UserCard
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 from tests.http_client import PASSWORD
-from tests.seed import reseed_migration_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def _migration_data(transactional_db):
-    reseed_migration_data()  # an earlier live-server test may have flushed it
 
 
 MAILBOX = "ann@contoso.test"

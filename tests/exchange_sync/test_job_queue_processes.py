@@ -25,7 +25,6 @@ from exchange_sync import job_queue
 from exchange_sync.models import ContactSyncSetup, JobQueueEntry, JobStatus, RunStatus, SyncRun, SyncTrigger
 from exchange_sync.services import setups_for
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
-from tests.seed import reseed_migration_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -41,11 +40,6 @@ def test_database_url() -> str:
 
 
 test_database_url.__test__ = False  # a helper, not a test
-
-
-@pytest.fixture(autouse=True)
-def _migration_data(db):
-    reseed_migration_data()  # an earlier transactional test may have flushed it
 
 
 @pytest.fixture
