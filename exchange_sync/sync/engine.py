@@ -201,7 +201,15 @@ class SyncEngine:
         scope = scope_queryset(self.setup)
         rows = list(
             ContactLink.objects.filter(setup=self.setup).values_list(
-                "id", "contact_id", "graph_id", "bc_hash", "m365_hash", "detached", "pending", "contact_no"
+                "id",
+                "contact_id",
+                "graph_id",
+                "bc_hash",
+                "m365_hash",
+                "detached",
+                "pending",
+                "contact_no",
+                "contact__search_email",
             )
         )
         links = [
@@ -213,6 +221,7 @@ class SyncEngine:
                 m365_hash=row[4],
                 detached=row[5],
                 pending=row[6],
+                email=row[8] or "",
             )
             for row in rows
         ]

@@ -47,6 +47,7 @@ class LinkState:
     m365_hash: str
     detached: bool = False
     pending: bool = False  # the last push failed: send Business Central's values again
+    email: str = ""  # normalised email of the linked contact ("" when deleted)
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,14 @@ class Plan:
 def plan(state: PlanInput) -> Plan:
     actions: list[Action] = []
     linked_contacts: set[int] = set()
-    linked_graph_ids: set[str] = set()
+    linked_graph_ids = {link.graph_id for link in state.links}
+    unlinked_items = _index_unlinked_items(state, linked_graph_ids)
     for link in state.links:
-        linked_graph_ids.add(link.graph_id)
         if link.contact_id is not None:
             linked_contacts.add(link.contact_id)
-        actions.extend(_plan_link(state, link))
+        actions.extend(_plan_link(state, link, unlinked_items))
 
     taken_emails = dict(state.linked_emails)
-    unlinked_items = _index_unlinked_items(state, linked_graph_ids)
     for bc in sorted(
         (
             b
@@ -179,7 +179,9 @@ def plan(state: PlanInput) -> Plan:
     return result
 
 
-def _plan_link(state: PlanInput, link: LinkState) -> list[Action]:
+def _plan_link(
+    state: PlanInput, link: LinkState, unlinked_items: dict[str, list[OutlookContact]]
+) -> list[Action]:
     item = state.outlook.get(link.graph_id)
     gone_in_outlook = link.graph_id in state.removed or (
         state.whole_folder and link.graph_id not in state.seen
@@ -202,6 +204,30 @@ def _plan_link(state: PlanInput, link: LinkState) -> list[Action]:
         return [Action(ActionKind.DETACH, **here, reason="no longer in scope; the Outlook copy is kept")]
 
     if gone_in_outlook:
+        # A run stopped after Outlook recreated the contact but before the link was moved to the copy:
+        # the copy is in the folder, unlinked, with the contact's email. Link it; recreating would
+        # leave two.
+        copies = unlinked_items.pop(link.email, []) if link.email else []
+        if copies:
+            first, *others = copies
+            return [
+                Action(
+                    ActionKind.LINK,
+                    contact_id=link.contact_id,
+                    graph_id=first.graph_id,
+                    link_id=link.link_id,
+                    outlook=first,
+                ),
+                *(
+                    Action(
+                        ActionKind.SKIP,
+                        graph_id=other.graph_id,
+                        outlook=other,
+                        reason="has the same email as another Outlook contact in the folder; not imported",
+                    )
+                    for other in others
+                ),
+            ]
         return [Action(ActionKind.RECREATE_IN_M365, **here, reason="deleted in Outlook")]
     bc = state.bc.get(link.contact_id)
     bc_changed = link.detached or link.pending or (bc is not None and bc.hash != link.bc_hash)
