@@ -325,8 +325,12 @@ class SyncEngine:
             requests.append(self._request(request_id, action, record))
             by_request[request_id] = (action, record)
         retry_as_create: list[tuple[Action, dict[str, str]]] = []
+        intents = self._log_overwrite_intents(by_request, contacts)
         for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests):
             with transaction.atomic():
+                landed = [intents[result.id] for result in results if result.id in intents]
+                if landed:
+                    ActivityLog.objects.filter(pk__in=landed).delete()
                 for result in results:
                     action, record = by_request[result.id]
                     if isinstance(result.error, RUN_STOPPING_ERRORS):
@@ -344,6 +348,45 @@ class SyncEngine:
         if retry_as_create:
             # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
             self.apply_recreates(retry_as_create, contacts)
+
+    def _log_overwrite_intents(
+        self, by_request: dict[str, tuple[Action, dict[str, str] | None]], contacts: dict[int, Contact]
+    ) -> dict[str, int]:
+        """Before Business Central's values go over Outlook's, say so in the log (ids by request id).
+        Each entry is replaced by the real one as its $batch lands; it stays only when the run stopped
+        in between, when Outlook may have been overwritten with no other trace of its values."""
+        intents: dict[str, ActivityLog] = {}
+        for request_id, (action, record) in by_request.items():
+            if action.outlook is None or record is None or action.kind not in (
+                ActionKind.UPDATE_M365,
+                ActionKind.LINK,
+            ):
+                continue
+            overwritten = changed_fields(action.outlook.record, record)
+            if not overwritten:
+                continue
+            contact = contacts.get(action.contact_id) if action.contact_id is not None else None
+            intents[request_id] = ActivityLog(
+                run=self.run,
+                user_id=self.run.user_id,
+                contact=contact,
+                contact_no=contact.no if contact else "",
+                email=contact.email if contact else "",
+                graph_id=action.graph_id or "",
+                direction=Direction.TO_M365,
+                action=_write_action(action),
+                outcome=Outcome.PLANNED,
+                message=f"{self.label(contact, action)}: Business Central's values were being sent to "
+                "Outlook, replacing "
+                + ", ".join(f"{k} '{v}'" for k, v in overwritten.items())
+                + ", when the run stopped; Outlook may already show Business Central's values.",
+                details={"outlook_values_overwritten": overwritten},
+            )
+        if not intents:
+            return {}
+        with transaction.atomic():
+            ActivityLog.objects.bulk_create(intents.values())
+        return {request_id: entry.pk for request_id, entry in intents.items()}
 
     def apply_recreates(
         self, pairs: list[tuple[Action, dict[str, str]]], contacts: dict[int, Contact]
