@@ -160,6 +160,7 @@ class SyncEngine:
             raise MassDeleteBlocked(the_plan.blocked)
         else:
             self.apply(the_plan)
+            self.flush()  # what reading logged (an expired delta link) when the plan had nothing to write
         self.delta_link = outlook.delta_link
         return the_plan
 
