@@ -160,11 +160,8 @@ def plan(state: PlanInput) -> Plan:
         actions.extend(_plan_unlinked_outlook(state, email, items, taken_emails))
     for item in state.outlook.values():
         if item.graph_id not in linked_graph_ids and not item.has_valid_email:
-            actions.append(
-                Action(
-                    ActionKind.SKIP, graph_id=item.graph_id, outlook=item, reason=_why_not_importable(item)
-                )
-            )
+            reason = f"{_why_not_importable(item)}; not imported"
+            actions.append(Action(ActionKind.SKIP, graph_id=item.graph_id, outlook=item, reason=reason))
 
     folder_size = sum(1 for link in state.links if not link.detached)
     result = Plan(actions=actions, folder_size=folder_size)

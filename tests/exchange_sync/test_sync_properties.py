@@ -25,7 +25,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from contacts.models import Contact, ContactType, NumberSeries
+from contacts.models import Contact, ContactType
 from exchange_sync import services
 from exchange_sync.models import (
     ActivityLog,
@@ -386,14 +386,7 @@ class SyncMachine(RuleBasedStateMachine):
             assert final == bc_value or final in later_outlook_values, (contact.no, field, final, writes)
 
 
-@pytest.fixture
-def reference_data():
-    """The contact number series from the migration: a transactional test that ran before this one
-    flushed it. (No Country/Region is needed: the machine leaves Country/Region blank.)"""
-    NumberSeries.objects.get_or_create(code="CONT", defaults={"description": "Contacts", "prefix": "CT"})
-
-
-def test_both_sides_agree_after_any_interleaving_of_edits_syncs_and_faults(m365, sync_user, reference_data):
+def test_both_sides_agree_after_any_interleaving_of_edits_syncs_and_faults(m365, sync_user):
     SyncMachine.server = m365
     SyncMachine.user = sync_user
     try:

@@ -193,7 +193,10 @@ def test_only_outlook_contacts_with_a_name_and_a_valid_email_come_back_as_person
     assert all(
         e.direction == Direction.TO_BC and e.action == "Import Outlook contact" for e in skipped.values()
     )
-    assert skipped[no_mail["id"]].message == "Outlook contact 'Nomail Person' has no email address."
+    assert (
+        skipped[no_mail["id"]].message
+        == "Outlook contact 'Nomail Person' has no email address; not imported."
+    )
     assert skipped["nameless@example.com"].message == (
         "Outlook contact 'nameless@example.com' has no name; not imported."
     )

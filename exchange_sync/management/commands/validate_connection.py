@@ -13,9 +13,10 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="username (default: every user with a Microsoft 365 email)")
 
     def handle(self, *args, user: str | None, **options):
-        users = get_user_model().objects.exclude(user_card__microsoft_365_email="").filter(user_card__isnull=False)
+        accounts = get_user_model().objects
+        users = accounts.filter(user_card__isnull=False).exclude(user_card__microsoft_365_email="")
         if user:
-            users = get_user_model().objects.filter(username=user)
+            users = accounts.filter(username=user)
             if not users.exists():
                 raise CommandError(f"No user named {user!r}.")
         failed = 0

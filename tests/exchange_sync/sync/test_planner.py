@@ -50,7 +50,7 @@ def test_an_outlook_contact_without_email_is_skipped():
 
     action = only(result)
     assert (action.kind, action.graph_id) == (K.SKIP, "g1")
-    assert action.reason == "has no email address"
+    assert action.reason == "has no email address; not imported"
 
 
 @pytest.mark.parametrize("address", ["a@", "@b", "A B@C", "ann.example.com", "ann@@example.com"])
