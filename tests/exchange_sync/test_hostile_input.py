@@ -213,7 +213,7 @@ def test_an_outlook_contact_business_central_cannot_use_is_skipped_with_the_reas
     entry = import_entry(run, item["id"])
     assert (entry.action, entry.outcome) == ("Import Outlook contact", Outcome.SKIPPED)
     label = body.get("displayName") or "(no name)"
-    assert entry.message == f"Outlook contact '{label}' {reason}."
+    assert entry.message == f"Outlook contact '{label}' {reason}; not imported."
     assert Contact.objects.count() == 2  # the two neighbours, nothing else
     assert_neighbours_synced(outlook, neighbours)
 
