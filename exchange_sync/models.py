@@ -121,13 +121,18 @@ class ContactSyncSetup(models.Model):
 class ContactLink(models.Model):
     """One synced pair: a Business Central contact and the Outlook contact in the user's folder.
     The Graph immutable id is the identity; the email address never is. A link whose contact is
-    gone (contact = NULL) is the tombstone that deletes the Outlook copy on the next run."""
+    gone (contact = NULL) is the tombstone that deletes the Outlook copy on the next run. A link
+    whose graph_id starts with "creating:" records a create sent to Outlook whose answer has not
+    been recorded yet (see sync.planner.CREATING)."""
 
     setup = models.ForeignKey(ContactSyncSetup, on_delete=models.CASCADE, related_name="links")
     contact = models.ForeignKey(
         "contacts.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="sync_links"
     )
     contact_no = models.CharField(max_length=20, blank=True)
+    email = models.CharField(
+        max_length=80, blank=True, help_text="Normalised email of the contact when linked."
+    )
     graph_id = models.CharField(max_length=512)
     change_key = models.CharField(max_length=256, blank=True)
     bc_hash = models.CharField(max_length=64, blank=True)

@@ -544,6 +544,7 @@ class Soak:
                 killed = True
             for timer in timers:
                 timer.cancel()
+                timer.join()  # one already firing finishes first, so delta_expired_in_run is settled
             stderr.seek(0)
             text = stderr.read()
         wall = time.monotonic() - started

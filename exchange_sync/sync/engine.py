@@ -10,8 +10,9 @@ next run reads the same changes again, and email matching links what the killed 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from exchange_sync.graph.errors import (
     InvalidToken,
     ItemNotFound,
     MailboxNotFound,
+    PreconditionFailed,
     SyncStateExpired,
 )
 from exchange_sync.models import (
@@ -57,7 +59,7 @@ from .mapping import (
     outlook_contact,
     record_hash,
 )
-from .planner import Action, ActionKind, BcContact, BcMatch, LinkState, Plan, PlanInput, plan
+from .planner import CREATING, Action, ActionKind, BcContact, BcMatch, LinkState, Plan, PlanInput, plan
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ DELTA_PAGE_SIZE = 1000
 LINK_FIELDS = [
     "contact",
     "contact_no",
+    "email",
     "graph_id",
     "change_key",
     "bc_hash",
@@ -97,6 +100,7 @@ class OutlookRead:
     removed: set[str] = field(default_factory=set)
     delta_link: str = ""
     whole_folder: bool = False
+    change_keys: dict[str, str] = field(default_factory=dict)  # unchanged contacts whose version moved
 
 
 @dataclass
@@ -107,6 +111,8 @@ class PendingLinks:
     saved: list[ContactLink] = field(default_factory=list)  # existing links, by primary key
     created: list[ContactLink] = field(default_factory=list)  # new links, by (setup, contact)
     failed_ids: list[int] = field(default_factory=list)  # to send again next run
+    # Outlook's version moved on (412): send again next run, with the change key read then.
+    outlook_moved_ids: list[int] = field(default_factory=list)
     deleted_ids: list[int] = field(default_factory=list)
 
 
@@ -159,13 +165,19 @@ class SyncEngine:
         elif the_plan.blocked:
             raise MassDeleteBlocked(the_plan.blocked)
         else:
+            self.refresh_change_keys(outlook.change_keys)
             self.apply(the_plan)
             self.flush()  # what reading logged (an expired delta link) when the plan had nothing to write
         self.delta_link = outlook.delta_link
         return the_plan
 
     def read_outlook(self, *, from_scratch: bool) -> OutlookRead:
-        links = dict(ContactLink.objects.filter(setup=self.setup).values_list("graph_id", "m365_hash"))
+        links = {
+            graph_id: (m365_hash, change_key)
+            for graph_id, m365_hash, change_key in ContactLink.objects.filter(setup=self.setup).values_list(
+                "graph_id", "m365_hash", "change_key"
+            )
+        }
         try:
             return self._read_delta(None if from_scratch else self.setup.delta_link, links)
         except SyncStateExpired:
@@ -177,7 +189,7 @@ class SyncEngine:
             )
             return self._read_delta(None, links)
 
-    def _read_delta(self, delta_link: str | None, link_hashes: dict[str, str]) -> OutlookRead:
+    def _read_delta(self, delta_link: str | None, links: dict[str, tuple[str, str]]) -> OutlookRead:
         read = OutlookRead(whole_folder=delta_link is None)
         for page in self.client.delta(
             mailbox=self.mailbox, folder_id=self.folder_id, delta_link=delta_link, page_size=DELTA_PAGE_SIZE
@@ -187,16 +199,30 @@ class SyncEngine:
                 read.seen.add(contact.graph_id)
                 read.removed.discard(contact.graph_id)
                 # Unchanged linked contacts are not kept: a 100k-contact folder stays small in memory.
-                if link_hashes.get(contact.graph_id) != record_hash(contact.record):
+                # Only their change key is, when Outlook touched a field we do not sync.
+                known_hash, known_change_key = links.get(contact.graph_id, ("", ""))
+                if known_hash != record_hash(contact.record):
                     read.changed[contact.graph_id] = contact
                 else:
                     read.changed.pop(contact.graph_id, None)
+                    if contact.change_key != known_change_key:
+                        read.change_keys[contact.graph_id] = contact.change_key
             for graph_id in page.removed_ids:
                 read.removed.add(graph_id)
                 read.changed.pop(graph_id, None)
+                read.change_keys.pop(graph_id, None)
             if page.delta_link:
                 read.delta_link = page.delta_link
         return read
+
+    def refresh_change_keys(self, change_keys: dict[str, str]) -> None:
+        """Links keep Outlook's current version, so a later write's If-Match is not refused."""
+        for chunk in _chunks(sorted(change_keys), DB_CHUNK):
+            links = list(ContactLink.objects.filter(setup=self.setup, graph_id__in=chunk))
+            for link in links:
+                link.change_key = change_keys[link.graph_id]
+            with transaction.atomic():
+                ContactLink.objects.bulk_update(links, ["change_key"])
 
     def plan_input(self, outlook: OutlookRead, *, full: bool) -> PlanInput:
         scope = scope_queryset(self.setup)
@@ -210,7 +236,8 @@ class SyncEngine:
                 "detached",
                 "pending",
                 "contact_no",
-                "contact__search_email",
+                "email",
+                "change_key",
             )
         )
         links = [
@@ -222,7 +249,8 @@ class SyncEngine:
                 m365_hash=row[4],
                 detached=row[5],
                 pending=row[6],
-                email=row[8] or "",
+                email=row[8],
+                change_key=outlook.change_keys.get(row[2], row[9]),
             )
             for row in rows
         ]
@@ -315,18 +343,42 @@ class SyncEngine:
         contacts = Contact.objects.select_related("company").in_bulk(
             [a.contact_id for a in actions if a.contact_id is not None]
         )
-        requests: list[BatchRequest] = []
         by_request: dict[str, tuple[Action, dict[str, str] | None]] = {}
         for index, action in enumerate(actions):
-            request_id = str(index + 1)
             contact = contacts.get(action.contact_id) if action.contact_id is not None else None
             record = bc_record(contact) if contact is not None else None
             if action.kind != ActionKind.DELETE_IN_M365 and record is None:
                 continue  # deleted meanwhile; the next run sees the tombstone
-            requests.append(self._request(request_id, action, record))
-            by_request[request_id] = (action, record)
-        retry_as_create: list[tuple[Action, dict[str, str]]] = []
+            by_request[str(index + 1)] = (action, record)
+        gone = self._send(by_request, contacts)
+        if gone:
+            # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
+            recreates = {
+                f"r{index + 1}": (
+                    Action(
+                        ActionKind.RECREATE_IN_M365,
+                        contact_id=action.contact_id,
+                        graph_id=action.graph_id,
+                        link_id=action.link_id,
+                        reason="deleted in Outlook",
+                    ),
+                    record,
+                )
+                for index, (action, record) in enumerate(gone)
+            }
+            self._send(recreates, contacts)
+
+    def _send(
+        self, by_request: dict[str, tuple[Action, dict[str, str] | None]], contacts: dict[int, Contact]
+    ) -> list[tuple[Action, dict[str, str]]]:
+        """Send the requests and record each $batch as it lands. Returns the updates Outlook answered
+        404 to (deleted there meanwhile), for the caller to recreate."""
+        by_request = self._record_create_intents(by_request, contacts)
         intents = self._log_overwrite_intents(by_request, contacts)
+        requests = [
+            self._request(request_id, action, record) for request_id, (action, record) in by_request.items()
+        ]
+        gone: list[tuple[Action, dict[str, str]]] = []
         for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests):
             with transaction.atomic():
                 landed = [intents[result.id] for result in results if result.id in intents]
@@ -341,14 +393,49 @@ class SyncEngine:
                         ActionKind.LINK,
                     ):
                         assert record is not None
-                        retry_as_create.append((action, record))
+                        gone.append((action, record))
                         continue
                     self.record_graph_result(action, record, result, contacts.get(action.contact_id))
                 self.flush()
             _raise_run_stopping_error(results)
-        if retry_as_create:
-            # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
-            self.apply_recreates(retry_as_create, contacts)
+        return gone
+
+    def _record_create_intents(
+        self, by_request: dict[str, tuple[Action, dict[str, str] | None]], contacts: dict[int, Contact]
+    ) -> dict[str, tuple[Action, dict[str, str] | None]]:
+        """Before a create is sent, its link says so (graph_id "creating:..."), in its own short
+        transaction. If the run stops before the answer is recorded, the next run finds the copy
+        Outlook made by the link's email, and links or deletes it; it never imports it back."""
+        links: dict[str, ContactLink] = {}
+        for request_id, (action, _) in by_request.items():
+            if action.kind in (ActionKind.CREATE_IN_M365, ActionKind.RECREATE_IN_M365):
+                contact = contacts[action.contact_id]
+                links[request_id] = ContactLink(
+                    pk=action.link_id,
+                    setup=self.setup,
+                    contact=contact,
+                    contact_no=contact.no,
+                    email=contact.search_email,
+                    graph_id=f"{CREATING}{uuid.uuid4().hex}",
+                    pending=True,
+                )
+        if not links:
+            return by_request
+        with transaction.atomic():
+            ContactLink.objects.bulk_create([link for link in links.values() if link.pk is None])
+            ContactLink.objects.bulk_update(
+                [link for link in links.values() if link.pk is not None],
+                ["contact_no", "email", "graph_id", "pending"],
+            )
+        return {
+            request_id: (replace(action, link_id=links[request_id].pk), record)
+            if request_id in links
+            else (
+                action,
+                record,
+            )
+            for request_id, (action, record) in by_request.items()
+        }
 
     def _log_overwrite_intents(
         self, by_request: dict[str, tuple[Action, dict[str, str] | None]], contacts: dict[int, Contact]
@@ -358,9 +445,14 @@ class SyncEngine:
         in between, when Outlook may have been overwritten with no other trace of its values."""
         intents: dict[str, ActivityLog] = {}
         for request_id, (action, record) in by_request.items():
-            if action.outlook is None or record is None or action.kind not in (
-                ActionKind.UPDATE_M365,
-                ActionKind.LINK,
+            if (
+                action.outlook is None
+                or record is None
+                or action.kind
+                not in (
+                    ActionKind.UPDATE_M365,
+                    ActionKind.LINK,
+                )
             ):
                 continue
             overwritten = changed_fields(action.outlook.record, record)
@@ -389,32 +481,6 @@ class SyncEngine:
             ActivityLog.objects.bulk_create(intents.values())
         return {request_id: entry.pk for request_id, entry in intents.items()}
 
-    def apply_recreates(
-        self, pairs: list[tuple[Action, dict[str, str]]], contacts: dict[int, Contact]
-    ) -> None:
-        requests = []
-        by_request = {}
-        for index, (action, record) in enumerate(pairs):
-            recreate = Action(
-                ActionKind.RECREATE_IN_M365,
-                contact_id=action.contact_id,
-                graph_id=action.graph_id,
-                link_id=action.link_id,
-                reason="deleted in Outlook",
-            )
-            request_id = f"r{index + 1}"
-            requests.append(self._request(request_id, recreate, record))
-            by_request[request_id] = (recreate, record)
-        for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests):
-            with transaction.atomic():
-                for result in results:
-                    action, record = by_request[result.id]
-                    if isinstance(result.error, RUN_STOPPING_ERRORS):
-                        continue
-                    self.record_graph_result(action, record, result, contacts.get(action.contact_id))
-                self.flush()
-            _raise_run_stopping_error(results)
-
     def _request(self, request_id: str, action: Action, record: dict[str, str] | None) -> BatchRequest:
         where = {"id": request_id, "mailbox": self.mailbox, "folder_id": self.folder_id}
         if action.kind == ActionKind.DELETE_IN_M365:
@@ -422,7 +488,12 @@ class SyncEngine:
         assert record is not None
         if action.kind in (ActionKind.CREATE_IN_M365, ActionKind.RECREATE_IN_M365):
             return contact_create_request(**where, contact=graph_body(record))
-        return contact_update_request(**where, contact_id=action.graph_id, changes=graph_body(record))
+        return contact_update_request(
+            **where,
+            contact_id=action.graph_id,
+            changes=graph_body(record),
+            if_match=f'W/"{action.change_key}"' if action.change_key else None,
+        )
 
     def record_graph_result(
         self, action: Action, record: dict[str, str] | None, result: BatchResult, contact: Contact | None
@@ -454,6 +525,19 @@ class SyncEngine:
                 )
             return
         assert record is not None and contact is not None
+        if isinstance(result.error, PreconditionFailed):
+            # Edited in Outlook after we read it. Nothing was overwritten; the next run reads that
+            # edit through the delta link, logs what Business Central's values replace, and sends them.
+            if action.link_id is not None:
+                self.pending_links.outlook_moved_ids.append(action.link_id)
+            self.log(
+                **log,
+                action=_write_action(action),
+                outcome=Outcome.SKIPPED,
+                message=f"{label} was edited in Outlook while this run was sending it; Business Central's "
+                "values go out on the next run, which logs the Outlook values they replace.",
+            )
+            return
         if result.error is not None:
             if action.link_id is not None:
                 self.pending_links.failed_ids.append(action.link_id)
@@ -512,6 +596,7 @@ class SyncEngine:
             setup=self.setup,
             contact=contact,
             contact_no=contact.no,
+            email=contact.search_email,
             graph_id=written.graph_id,
             change_key=written.change_key,
             bc_hash=record_hash(record),
@@ -527,7 +612,6 @@ class SyncEngine:
 
     def apply_local_chunk(self, actions: list[Action]) -> None:
         contact_ids = [a.contact_id for a in actions if a.contact_id is not None]
-        contacts = Contact.objects.in_bulk(contact_ids)
         companies = self._companies_named(
             {
                 a.outlook.record["company_name"]
@@ -536,6 +620,9 @@ class SyncEngine:
             }
         )
         with transaction.atomic():
+            # Read under lock in the writing transaction: an edit made since the plan is either
+            # seen here (and kept) or waits for this transaction, never lost in between.
+            contacts = Contact.objects.select_for_update().in_bulk(contact_ids)
             for action in actions:
                 contact = contacts.get(action.contact_id) if action.contact_id is not None else None
                 if action.kind == ActionKind.IMPORT_TO_BC:
@@ -603,6 +690,9 @@ class SyncEngine:
         if contact is None:
             return  # deleted meanwhile; the next run removes the Outlook copy
         before = bc_record(contact)
+        if record_hash(before) != action.expected_bc_hash:
+            self._keep_bc_edit(action, contact, item, before)
+            return
         problems = self._apply_record(contact, item, companies)
         contact.save()
         self._link_to_outlook(action, contact, item)
@@ -620,10 +710,32 @@ class SyncEngine:
             details={**_details(item, problems), "previous_values": changes},
         )
 
+    def _keep_bc_edit(
+        self, action: Action, contact: Contact, item: OutlookContact, record: dict[str, str]
+    ) -> None:
+        """Both sides changed, Business Central during this run: Business Central wins. Its values go
+        out next run; Outlook's, which they will replace, are logged now, as the next run's delta will
+        not show them again."""
+        ContactLink.objects.filter(pk=action.link_id).update(pending=True, change_key=item.change_key)
+        overwritten = changed_fields(item.record, record)
+        self.log(
+            contact=contact,
+            graph_id=item.graph_id,
+            direction=Direction.TO_M365,
+            action="Update from Outlook",
+            outcome=Outcome.SKIPPED,
+            message=f"{contact.no} {contact.name} changed on both sides (in Business Central during this "
+            "run); Business Central's values win and go to Outlook on the next run, replacing "
+            + (", ".join(f"{k} '{v}'" for k, v in overwritten.items()) or "nothing")
+            + ".",
+            details={"outlook_values_overwritten": overwritten},
+        )
+
     def _link_to_outlook(self, action: Action, contact: Contact, item: OutlookContact) -> None:
         values = {
             "contact": contact,
             "contact_no": contact.no,
+            "email": contact.search_email,
             "graph_id": item.graph_id,
             "change_key": item.change_key,
             "bc_hash": record_hash(bc_record(contact)),
@@ -763,6 +875,8 @@ class SyncEngine:
             ContactLink.objects.filter(pk__in=links.deleted_ids).delete()
         if links.failed_ids:
             ContactLink.objects.filter(pk__in=links.failed_ids).update(pending=True)
+        if links.outlook_moved_ids:
+            ContactLink.objects.filter(pk__in=links.outlook_moved_ids).update(pending=True, change_key="")
         if links.saved:
             ContactLink.objects.bulk_update(links.saved, LINK_FIELDS)
         if links.created:

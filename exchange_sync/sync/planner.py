@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 
 from .mapping import OutlookContact, record_hash
 
+# The graph_id of a link written just before a create is sent to Outlook, until its answer is recorded.
+# A link still holding one after a run stopped may have a copy in Outlook that nothing points at.
+CREATING = "creating:"
 MASS_DELETE_MINIMUM = 20
 MASS_DELETE_SHARE = 0.30
 
@@ -47,7 +50,8 @@ class LinkState:
     m365_hash: str
     detached: bool = False
     pending: bool = False  # the last push failed: send Business Central's values again
-    email: str = ""  # normalised email of the linked contact ("" when deleted)
+    change_key: str = ""  # Outlook's version of the contact as we last wrote or read it
+    email: str = ""  # the contact's normalised email when linked (kept when the contact is deleted)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,11 @@ class Action:
     outlook: OutlookContact | None = None
     reason: str = ""
     conflict: bool = False  # both sides changed: Business Central's values overwrite Outlook's
+    # What the action assumes of the other side when it is applied, so an edit made while the run
+    # is going is never overwritten unseen: Outlook's change key for a write to Outlook (If-Match),
+    # and Business Central's hash for a write to Business Central.
+    change_key: str = ""
+    expected_bc_hash: str = ""
 
 
 @dataclass
@@ -144,7 +153,13 @@ def plan(state: PlanInput) -> Plan:
             continue
         first, *others = matches
         actions.append(
-            Action(ActionKind.LINK, contact_id=bc.contact_id, graph_id=first.graph_id, outlook=first)
+            Action(
+                ActionKind.LINK,
+                contact_id=bc.contact_id,
+                graph_id=first.graph_id,
+                outlook=first,
+                change_key=first.change_key,
+            )
         )
         actions.extend(
             Action(
@@ -184,6 +199,8 @@ def _plan_link(
         state.whole_folder and link.graph_id not in state.seen
     )
     here = {"contact_id": link.contact_id, "graph_id": link.graph_id, "link_id": link.link_id}
+    if link.graph_id.startswith(CREATING):
+        return _plan_unfinished_create(state, link, unlinked_items)
     if link.contact_id is None:
         if gone_in_outlook:
             return [Action(ActionKind.DROP_LINK, **here, reason="deleted on both sides")]
@@ -201,36 +218,17 @@ def _plan_link(
         return [Action(ActionKind.DETACH, **here, reason="no longer in scope; the Outlook copy is kept")]
 
     if gone_in_outlook:
-        # A run stopped after Outlook recreated the contact but before the link was moved to the copy:
-        # the copy is in the folder, unlinked, with the contact's email. Link it; recreating would
-        # leave two.
-        copies = unlinked_items.pop(link.email, []) if link.email else []
-        if copies:
-            first, *others = copies
-            return [
-                Action(
-                    ActionKind.LINK,
-                    contact_id=link.contact_id,
-                    graph_id=first.graph_id,
-                    link_id=link.link_id,
-                    outlook=first,
-                ),
-                *(
-                    Action(
-                        ActionKind.SKIP,
-                        graph_id=other.graph_id,
-                        outlook=other,
-                        reason="has the same email as another Outlook contact in the folder; not imported",
-                    )
-                    for other in others
-                ),
-            ]
         return [Action(ActionKind.RECREATE_IN_M365, **here, reason="deleted in Outlook")]
     bc = state.bc.get(link.contact_id)
     bc_changed = link.detached or link.pending or (bc is not None and bc.hash != link.bc_hash)
     outlook_changed = item is not None and record_hash(item.record) != link.m365_hash
+    change_key = item.change_key if item is not None else link.change_key
     if bc_changed:
-        return [Action(ActionKind.UPDATE_M365, **here, outlook=item, conflict=outlook_changed)]
+        return [
+            Action(
+                ActionKind.UPDATE_M365, **here, outlook=item, conflict=outlook_changed, change_key=change_key
+            )
+        ]
     if outlook_changed:
         assert item is not None
         if not item.has_valid_email or not item.record["name"]:
@@ -239,12 +237,50 @@ def _plan_link(
                     ActionKind.UPDATE_M365,
                     **here,
                     outlook=item,
+                    change_key=change_key,
                     reason=f"the Outlook copy {_why_not_importable(item)}; "
                     "Business Central's values were restored",
                 )
             ]
-        return [Action(ActionKind.UPDATE_BC, **here, outlook=item)]
+        return [Action(ActionKind.UPDATE_BC, **here, outlook=item, expected_bc_hash=link.bc_hash)]
     return []
+
+
+def _plan_unfinished_create(
+    state: PlanInput, link: LinkState, unlinked_items: dict[str, list[OutlookContact]]
+) -> list[Action]:
+    """A create whose answer was never recorded (the run stopped). Its copy, if Outlook made one,
+    is an unlinked contact with the link's email: link it while the contact is still wanted,
+    delete it when the contact has since been deleted or left the scope; never import it back."""
+    wanted = link.contact_id is not None and link.contact_id in state.in_scope
+    copies = unlinked_items.pop(link.email, []) if link.email else []
+    first, others = (copies[0], copies[1:]) if copies else (None, [])
+    duplicates = [
+        Action(
+            ActionKind.SKIP,
+            graph_id=other.graph_id,
+            outlook=other,
+            reason="has the same email as another Outlook contact in the folder; not imported",
+        )
+        for other in others
+    ]
+    here = {"contact_id": link.contact_id, "link_id": link.link_id}
+    if first is None:
+        if wanted:
+            return [Action(ActionKind.CREATE_IN_M365, **here)]
+        return [Action(ActionKind.DROP_LINK, **here, reason="its create never reached Outlook")]
+    if wanted:
+        action = Action(
+            ActionKind.LINK, **here, graph_id=first.graph_id, outlook=first, change_key=first.change_key
+        )
+    else:
+        action = Action(
+            ActionKind.DELETE_IN_M365,
+            **here,
+            graph_id=first.graph_id,
+            reason="a stopped run had created it, and the contact has since left Business Central's scope",
+        )
+    return [action, *duplicates]
 
 
 def _why_not_importable(item: OutlookContact) -> str:
