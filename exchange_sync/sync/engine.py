@@ -539,7 +539,11 @@ class SyncEngine:
             )
             return
         if result.error is not None:
-            if action.link_id is not None:
+            if action.kind == ActionKind.LINK and action.outlook is not None:
+                # Keep the match: a later delta read will not show this Outlook contact again, and
+                # without the link the next run would create a second one. Pending: send again.
+                self._save_link(action, contact, bc_hash="", outlook=action.outlook, pending=True)
+            elif action.link_id is not None:
                 self.pending_links.failed_ids.append(action.link_id)
             self.log(
                 **log,
@@ -549,7 +553,7 @@ class SyncEngine:
             )
             return
         written = outlook_contact(result.body, self.countries)
-        self._save_link(action, contact, record, written)
+        self._save_link(action, contact, bc_hash=record_hash(record), outlook=written)
         outcome, message = self._success(action, label, record)
         details: dict[str, Any] = {}
         if action.outlook is not None and action.kind in (ActionKind.UPDATE_M365, ActionKind.LINK):
@@ -589,7 +593,13 @@ class SyncEngine:
         return Outcome.UPDATED, f"{label} was updated in Outlook."
 
     def _save_link(
-        self, action: Action, contact: Contact, record: dict[str, str], written: OutlookContact
+        self,
+        action: Action,
+        contact: Contact,
+        *,
+        bc_hash: str,
+        outlook: OutlookContact,
+        pending: bool = False,
     ) -> None:
         link = ContactLink(
             pk=action.link_id,
@@ -597,12 +607,12 @@ class SyncEngine:
             contact=contact,
             contact_no=contact.no,
             email=contact.search_email,
-            graph_id=written.graph_id,
-            change_key=written.change_key,
-            bc_hash=record_hash(record),
-            m365_hash=record_hash(written.record),
+            graph_id=outlook.graph_id,
+            change_key=outlook.change_key,
+            bc_hash=bc_hash,
+            m365_hash=record_hash(outlook.record),
             detached=False,
-            pending=False,
+            pending=pending,
             synced_at=timezone.now(),
         )
         if action.link_id is not None:

@@ -11,6 +11,7 @@ from exchange_sync.graph.client import GraphClient
 from exchange_sync.models import ActivityLog, ContactLink, Outcome, RunStatus
 from exchange_sync.sync import engine
 from exchange_sync.sync.planner import CREATING
+from m365_emulator.errors import GraphError as EmulatedGraphError
 from tests.exchange_sync.test_sync_rules import FOLDER, MAILBOX, counts, ok, sync
 from tests.factories import PersonFactory
 
@@ -148,4 +149,33 @@ def test_a_create_outlook_made_but_the_run_never_recorded_is_neither_duplicated_
         (item,) = outlook.list_contacts(FOLDER)
         assert counts(run) == {"linked": 1}
         assert ContactLink.objects.get(contact=ada).graph_id == item["id"]
+    assert counts(ok(sync(sync_user))) == {}
+
+
+def test_a_match_whose_first_write_failed_is_kept_so_the_next_sync_creates_no_second_contact(
+    sync_user, outlook, m365
+):
+    ada = PersonFactory(first_name="Ada", surname="Lovelace", email="ada@example.com", job_title="Engineer")
+    outlook.create_folder(FOLDER)  # the folder already holds her, as when sync is turned on late
+    outlook.create_contact(FOLDER, {"givenName": "Ada", "emailAddresses": [{"address": "ADA@example.com"}]})
+    router = m365.emulator.router
+    original = router.run
+
+    def refuse_updates(ctx):
+        if ctx.request.method == "PATCH":
+            raise EmulatedGraphError(400, "ErrorInvalidRequest", "Refused for the test.")
+        return original(ctx)
+
+    router.run = refuse_updates
+    try:
+        first = ok(sync(sync_user))
+    finally:
+        router.run = original
+    assert counts(first) == {"failed": 1}
+    assert ContactLink.objects.get(contact=ada).pending
+
+    second = ok(sync(sync_user))  # a delta Sync: the Outlook contact is not in it again
+    (item,) = outlook.list_contacts(FOLDER)
+    assert counts(second) == {"updated": 1}
+    assert (item["jobTitle"], ContactLink.objects.get(contact=ada).graph_id) == ("Engineer", item["id"])
     assert counts(ok(sync(sync_user))) == {}
