@@ -245,6 +245,7 @@ class Soak:
             "PYTHONHASHSEED": "0",
         }
         self.tracked: list[Tracked] = []
+        self.faults_on = False
         self.delta_expired_in_run = False
         self.events: list[str] = []  # runs in the edit sequence, for diagnostics
         self.tally = Tally()
@@ -510,7 +511,7 @@ class Soak:
         last_id = (
             SyncRun.objects.filter(user=self.user).order_by("-id").values_list("id", flat=True).first() or 0
         )
-        timers = self.fault_timers() if self.options.faults else []
+        timers = self.fault_timers() if self.faults_on else []
         self.delta_expired_in_run = False
         started = time.monotonic()
         with tempfile.TemporaryFile(mode="w+") as stderr:
@@ -577,6 +578,7 @@ class Soak:
         self.delta_expired_in_run = True
 
     def set_faults(self, on: bool) -> None:
+        self.faults_on = on  # mid-run token and delta link expiry too: the quiet check runs fault-free
         rates = (self.options.fault_rate_429, self.options.fault_rate_503) if on else (0.0, 0.0)
         self.control.configure(
             fault_rate_429=rates[0], fault_rate_503=rates[1], retry_after_s=self.options.retry_after_s
