@@ -211,7 +211,10 @@ def outlook_contact(item: Mapping[str, Any], countries: Countries) -> OutlookCon
     else:
         raw["country_region"] = code
     if len(emails) > 2:
-        problems.append(f"Only two email addresses are synced; '{emails[2]}' stays in Outlook only.")
+        problems.append(
+            f"Only two email addresses are synced: the third, '{emails[2]}', is recorded here and not "
+            "kept in Outlook when Business Central's values are sent."
+        )
     originals: dict[str, str] = {}
     for key, value in raw.items():
         limit = FIELD_LENGTHS[key]

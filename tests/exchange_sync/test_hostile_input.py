@@ -139,7 +139,10 @@ IMPORTED = [
             ],
         },
         {"email": "one@example.com", "email_2": "two@example.com"},
-        ["Only two email addresses are synced; 'three@example.com' stays in Outlook only."],
+        [
+            "Only two email addresses are synced: the third, 'three@example.com', is recorded here and "
+            "not kept in Outlook when Business Central's values are sent."
+        ],
         id="three email addresses",
     ),
 ]

@@ -259,7 +259,8 @@ def test_a_third_email_address_is_named_as_a_problem():
 
     assert (contact.record["email"], contact.record["email_2"]) == ("one@example.com", "two@example.com")
     assert contact.problems == [
-        "Only two email addresses are synced; 'three@example.com' stays in Outlook only."
+        "Only two email addresses are synced: the third, 'three@example.com', is recorded here and not "
+        "kept in Outlook when Business Central's values are sent."
     ]
 
 
