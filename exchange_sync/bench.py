@@ -15,13 +15,11 @@ import contextlib
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from exchange_sync.graph import graph_client_from_settings
 from exchange_sync.graph.client import MAX_BATCH_SIZE
 from exchange_sync.models import ContactLink, RunStatus, SyncMode, SyncRun, SyncTrigger, UserCard
 from m365_emulator.config import EmulatorConfig
-from m365_emulator.control import EmulatorControl
+from m365_emulator.control import EmulatorControl, emulator_process
 
 MAILBOX = "bench@contoso.test"
 SEED_CHUNK = 5000
@@ -85,31 +83,12 @@ def run_benchmark(*, sizes: Sequence[int], profile: Profile, progress: Callable[
     results: list[Result] = []
     with (
         tempfile.TemporaryDirectory(prefix="bcsync-bench-") as scratch,
-        emulator_process(profile=profile) as url,
+        emulator_process(*profile.emulator_args()) as url,
     ):
         for n in sizes:
             progress(f"N={n}: measuring in a child process against {url}")
             results.extend(_measure_in_child(n=n, emulator_url=url, profile=profile, scratch=Path(scratch)))
     return results
-
-
-@contextmanager
-def emulator_process(*, profile: Profile) -> Iterator[str]:
-    """`python -m m365_emulator` on a free port; yields its base URL and stops it on exit."""
-    command = [sys.executable, "-m", "m365_emulator", "--port", "0", *profile.emulator_args()]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        command, cwd=settings.BASE_DIR, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        found = re.search(r"listening on (http://\S+)", banner)
-        if found is None:
-            raise RuntimeError(f"The emulator did not start (exit status {process.wait()}): {banner!r}")
-        yield found.group(1)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _measure_in_child(*, n: int, emulator_url: str, profile: Profile, scratch: Path) -> list[Result]:

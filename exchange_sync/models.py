@@ -210,6 +210,22 @@ class SyncRun(models.Model):
     def is_finished(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
 
+    COUNT_FIELDS = (
+        "created",
+        "updated",
+        "deleted",
+        "recreated",
+        "imported",
+        "bc_updated",
+        "linked",
+        "skipped",
+        "failed",
+    )
+
+    def moved(self) -> dict[str, int]:
+        """The counts this run moved, by name; empty when it changed nothing."""
+        return {name: getattr(self, name) for name in self.COUNT_FIELDS if getattr(self, name)}
+
     def summary_line(self) -> str:
         return (
             f"created={self.created} updated={self.updated + self.bc_updated} deleted={self.deleted} "

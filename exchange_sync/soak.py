@@ -23,11 +23,9 @@ The driver process holds no transaction while a child runs, so both see committe
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -35,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,22 +56,11 @@ from exchange_sync.models import (
 from exchange_sync.services import setups_for
 from exchange_sync.sync.engine import _countries, scope_queryset
 from exchange_sync.sync.mapping import bc_record, outlook_contact, record_hash
-from m365_emulator.control import EmulatorControl
+from m365_emulator.control import EmulatorControl, emulator_process
 
 SOAK_USER = "soak"
 MAILBOX = "soak@contoso.test"
 TENANT, CLIENT_ID, CLIENT_SECRET = "bcsync-soak", "bcsync-soak-app", "soak-secret"
-COUNT_FIELDS = (
-    "created",
-    "updated",
-    "deleted",
-    "recreated",
-    "imported",
-    "bc_updated",
-    "linked",
-    "skipped",
-    "failed",
-)
 IGNORED_FIELDS = frozenset({"fax_no"})  # Graph's delta never returns the fax extended property
 RUN_TIMEOUT_S = 120.0
 MAX_COMPLETION_ATTEMPTS = 15
@@ -184,34 +171,15 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     raise SoakFailed(f"The soak supports SQLite and PostgreSQL, not {engine}.")
 
 
-@contextlib.contextmanager
-def emulator_process(options: SoakOptions, scratch: Path) -> Iterator[str]:
-    """`python -m m365_emulator` on a free port with a state file; yields its base URL."""
-    command = [
-        sys.executable, "-m", "m365_emulator", "--port", "0",
+def emulator_args(options: SoakOptions, scratch: Path) -> list[str]:
+    """The emulator of a soak: a state file, the soak's tenant and mailbox, its latency, no rate limit."""
+    return [
         "--state", str(scratch / "emulator-state.json"), "--save-debounce-s", "5",
         "--tenant", TENANT, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
         "--mailbox", MAILBOX,
         "--latency-ms", str(options.latency_ms), "--item-latency-ms", str(options.item_latency_ms),
         "--rate-limit", str(10**9), "--fault-seed", str(options.seed),
     ]  # fmt: skip
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        command, cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        found = re.search(r"listening on (http://\S+)", banner)
-        if found is None:
-            raise SoakFailed(f"The emulator did not start (exit status {process.wait()}): {banner!r}")
-        yield found.group(1)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -684,7 +652,7 @@ class Soak:
             return [
                 f"The fault-free Sync after the trial failed: {run.error if run else result.stderr[-2000:]}"
             ]
-        counts = {name: getattr(run, name) for name in COUNT_FIELDS if getattr(run, name)}
+        counts = run.moved()
         if counts:
             messages = list(ActivityLog.objects.filter(run=run).values_list("message", flat=True)[:10])
             return [f"One more fault-free Sync was not quiet: {counts}; {messages}"]
@@ -859,7 +827,7 @@ def run_soak(options: SoakOptions, *, out: Callable[[str], None] = print) -> Tal
     )
     with (
         tempfile.TemporaryDirectory(prefix="bcsync-soak-") as scratch,
-        emulator_process(options, Path(scratch)) as url,
+        emulator_process(*emulator_args(options, Path(scratch))) as url,
     ):
         soak = Soak(options, emulator_url=url, out=out)
         try:

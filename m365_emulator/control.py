@@ -6,9 +6,15 @@ the same back-door operations as Emulator.outlook(upn). Errors raise GraphError.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -101,3 +107,30 @@ class RemoteOutlook:
 
     def delete_contact(self, contact_id: str) -> None:
         self.control.call("DELETE", f"{self.prefix}/contacts/{quote(contact_id, safe='')}")
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str) -> Iterator[str]:
+    """`python -m m365_emulator --port 0 ARGS` as a child process (benchmarks and soaks measure it
+    apart from the app); yields its base URL and stops it on exit."""
+    process = subprocess.Popen(  # noqa: S603 - this interpreter and this package
+        [sys.executable, "-m", "m365_emulator", "--port", "0", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        found = re.search(r"listening on (http://\S+)", banner)
+        if found is None:
+            raise RuntimeError(f"The emulator did not start (exit status {process.wait()}): {banner!r}")
+        yield found.group(1)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
