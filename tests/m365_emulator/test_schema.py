@@ -9,7 +9,8 @@ import pytest
 
 from m365_emulator import schema
 
-CSDL = Path("/work/shared/reference/graph-contacts.csdl.xml")
+# shared/ stands beside the checkout (here and in CI); a bare clone elsewhere has no CSDL to re-derive.
+CSDL = Path(__file__).resolve().parents[3] / "shared" / "reference" / "graph-contacts.csdl.xml"
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
 
