@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -116,27 +117,14 @@ class PendingLinks:
     deleted_ids: list[int] = field(default_factory=list)
 
 
-@dataclass
-class Tally:
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    recreated: int = 0
-    imported: int = 0
-    bc_updated: int = 0
-    linked: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-    def add(self, outcome: str, direction: str) -> None:
-        if outcome in (Outcome.SKIPPED, Outcome.FAILED):
-            name = outcome
-        elif direction == Direction.TO_BC:
-            name = {Outcome.CREATED: "imported", Outcome.UPDATED: "bc_updated"}.get(outcome, "")
-        else:
-            name = outcome if outcome != Outcome.PLANNED else ""
-        if name:
-            setattr(self, name, getattr(self, name) + 1)
+def _count_name(outcome: str, direction: str) -> str:
+    """The SyncRun count a log entry adds to ("" for none): what went to Business Central has names
+    of its own; a preview's plans count nothing."""
+    if outcome in (Outcome.SKIPPED, Outcome.FAILED):
+        return outcome
+    if direction == Direction.TO_BC:
+        return {Outcome.CREATED: "imported", Outcome.UPDATED: "bc_updated"}.get(outcome, "")
+    return "" if outcome == Outcome.PLANNED else outcome
 
 
 class SyncEngine:
@@ -148,7 +136,7 @@ class SyncEngine:
         self.client = client
         self.mailbox = mailbox
         self.folder_id = setup.folder_id
-        self.tally = Tally()
+        self.tally: Counter[str] = Counter()
         self.countries = _countries()
         self.pending_logs: list[ActivityLog] = []
         self.pending_links = PendingLinks()
@@ -861,7 +849,7 @@ class SyncEngine:
         direction: str = Direction.NONE,
         details: dict[str, Any] | None = None,
     ) -> None:
-        self.tally.add(outcome, direction)
+        self.tally[_count_name(outcome, direction)] += 1
         self.pending_logs.append(
             ActivityLog(
                 run=self.run,
@@ -909,7 +897,10 @@ class SyncEngine:
         return _contact_label(contact, action)
 
     def counts(self) -> dict[str, int]:
-        return {**vars(self.tally), "graph_requests": self.client.requests_sent}
+        return {
+            **{name: self.tally[name] for name in SyncRun.COUNT_FIELDS},
+            "graph_requests": self.client.requests_sent,
+        }
 
 
 class MassDeleteBlocked(Exception):
