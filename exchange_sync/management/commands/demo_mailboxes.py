@@ -6,9 +6,8 @@ from exchange_sync.models import UserCard
 
 
 class Command(BaseCommand):
-    help = "Print '--mailbox UPN ...' for the local Microsoft 365 emulator."
+    help = "Print '--mailbox UPN' once per user for the local Microsoft 365 emulator."
 
     def handle(self, *args, **options):
         upns = UserCard.objects.exclude(microsoft_365_email="").values_list("microsoft_365_email", flat=True)
-        if upns:
-            self.stdout.write("--mailbox " + " ".join(sorted(upns)))
+        self.stdout.write(" ".join(f"--mailbox {upn}" for upn in sorted(upns)))
