@@ -54,8 +54,8 @@ from exchange_sync.models import (
     UserCard,
 )
 from exchange_sync.services import setups_for
-from exchange_sync.sync.engine import _countries, scope_queryset
 from exchange_sync.sync.mapping import bc_record, outlook_contact, record_hash
+from exchange_sync.sync.reader import load_countries, scope_queryset
 from m365_emulator.control import EmulatorControl, emulator_process
 
 SOAK_USER = "soak"
@@ -318,7 +318,7 @@ class Soak:
 
     @functools.cached_property
     def countries(self):
-        return _countries()
+        return load_countries()
 
     def resolve(self) -> tuple[dict[int, ContactLink], dict[str, ContactLink], dict[str, dict[str, Any]]]:
         """Current links and folder; fills in what the model learns from them (ids of imports and
