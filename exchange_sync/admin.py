@@ -18,10 +18,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from . import job_queue, services
 from .forms import ContactFilterForm
 from .models import (
     ActivityLog,
+    CodeunitId,
     ContactSyncSetup,
     ExchangeSyncSetup,
     JobQueueEntry,
@@ -31,6 +31,7 @@ from .models import (
     SyncTrigger,
     UserCard,
 )
+from .services import contact_sync, job_queue
 from .sync.filters import describe_filter
 
 User = get_user_model()
@@ -148,7 +149,7 @@ class ExchangeSyncSetupAdmin(OwnedByUserAdmin):
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # A salesperson has one setup: open it, creating it on first visit as Business Central does.
         if not request.user.is_superuser:
-            exchange, _ = services.setups_for(user=request.user)
+            exchange, _ = contact_sync.setups_for(user=request.user)
             return redirect("admin:exchange_sync_exchangesyncsetup_change", exchange.pk)
         return super().changelist_view(request, extra_context)
 
@@ -165,14 +166,14 @@ class ExchangeSyncSetupAdmin(OwnedByUserAdmin):
 
     def validate_view(self, request: HttpRequest, object_id: str):
         setup = _post_only_object_view(self, request, object_id)
-        _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+        _message_connection_check(self, request, contact_sync.validate_exchange_connection(user=setup.user))
         return redirect("admin:exchange_sync_exchangesyncsetup_change", setup.pk)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         setup = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if setup is not None:
-            _, contact_setup = services.setups_for(user=setup.user)
+            _, contact_setup = contact_sync.setups_for(user=setup.user)
             extra["contact_sync_setup_url"] = reverse(
                 "admin:exchange_sync_contactsyncsetup_change", args=[contact_setup.pk]
             )
@@ -181,7 +182,9 @@ class ExchangeSyncSetupAdmin(OwnedByUserAdmin):
     @admin.action(description="Validate Exchange Connection")
     def validate_connections(self, request: HttpRequest, queryset: QuerySet):
         for setup in queryset.select_related("user"):
-            _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+            _message_connection_check(
+                self, request, contact_sync.validate_exchange_connection(user=setup.user)
+            )
 
 
 def _message_connection_check(model_admin: admin.ModelAdmin, request: HttpRequest, check) -> None:
@@ -275,7 +278,7 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         if not request.user.is_superuser:
-            _, setup = services.setups_for(user=request.user)
+            _, setup = contact_sync.setups_for(user=request.user)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return super().changelist_view(request, extra_context)
 
@@ -300,13 +303,13 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
             raise Http404("No such sync")
         mode, label = SYNC_BUTTONS[button]
         try:
-            run = services.request_contact_sync(
+            run = contact_sync.request_contact_sync(
                 user=setup.user,
                 mode=mode,
                 trigger=SyncTrigger.BUTTON,
                 allow_mass_delete=request.POST.get("allow_mass_delete") == "1",
             )
-        except (services.SyncRefused, services.SetupIncomplete) as exc:
+        except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         self.message_user(
@@ -316,7 +319,7 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
 
     def validate_view(self, request: HttpRequest, object_id: str):
         setup = _post_only_object_view(self, request, object_id)
-        _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+        _message_connection_check(self, request, contact_sync.validate_exchange_connection(user=setup.user))
         return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
 
     def _setup_page(self, request: HttpRequest, setup: ContactSyncSetup, template: str, title: str, **extra):
@@ -335,7 +338,7 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
         setup = _changeable_object(self, request, object_id)
         form = ContactFilterForm(request.POST or None, initial=setup.contact_filter)
         if request.method == "POST" and form.is_valid():
-            described = services.set_sync_filter(user=setup.user, filters=form.cleaned_data)
+            described = contact_sync.set_sync_filter(user=setup.user, filters=form.cleaned_data)
             self.message_user(request, f"Sync filter saved: {described}.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return self._setup_page(request, setup, "set_filter.html", "Set Sync Filter", form=form)
@@ -344,7 +347,7 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
         setup = _changeable_object(self, request, object_id)
         count = ActivityLog.objects.filter(user=setup.user).count()
         if request.method == "POST" and request.POST.get("post") == "yes":
-            deleted = services.delete_activity_log(user=setup.user)
+            deleted = contact_sync.delete_activity_log(user=setup.user)
             self.message_user(request, f"Deleted {deleted} activity log entries.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return self._setup_page(request, setup, "delete_log.html", "Delete Activity Log", count=count)
@@ -353,9 +356,11 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
         queued, refused = 0, []
         for setup in queryset.select_related("user"):
             try:
-                services.request_contact_sync(user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION)
+                contact_sync.request_contact_sync(
+                    user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION
+                )
                 queued += 1
-            except (services.SyncRefused, services.SetupIncomplete) as exc:
+            except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
                 refused.append(str(exc))
         if queued:
             self.message_user(request, f"Queued {queued} run(s).", messages.SUCCESS)
@@ -365,7 +370,9 @@ class ContactSyncSetupAdmin(BackgroundSyncButtonMixin, OwnedByUserAdmin):
     @admin.action(description="Validate Exchange Connection")
     def validate_selected(self, request: HttpRequest, queryset: QuerySet):
         for setup in queryset.select_related("user"):
-            _message_connection_check(self, request, services.validate_exchange_connection(user=setup.user))
+            _message_connection_check(
+                self, request, contact_sync.validate_exchange_connection(user=setup.user)
+            )
 
     @admin.action(description="Sync with Microsoft 365")
     def sync_selected(self, request: HttpRequest, queryset: QuerySet):
@@ -529,7 +536,7 @@ JOB_QUEUE_BUTTONS = {
 @admin.register(JobQueueEntry)
 class JobQueueEntryAdmin(OwnedByUserAdmin):
     """Business Central's Job Queue Entries list and Job Queue Entry Card. Saving, deleting and the
-    status buttons go through exchange_sync.job_queue, which keeps the entry's Schedule in step."""
+    status buttons go through exchange_sync.services.job_queue, which keeps the entry's Schedule in step."""
 
     list_display = (
         "object_type_to_run",
@@ -563,7 +570,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
                 "fields": (
                     "recurring",
                     "minutes_between_runs",
-                    job_queue.WEEKDAY_FIELDS,
+                    JobQueueEntry.WEEKDAY_FIELDS,
                     "earliest_start_at",
                 )
             },
@@ -574,7 +581,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
     actions = ["run_now_selected", "set_on_hold_selected", "set_ready_selected"]
 
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
-        known = ", ".join(f"{object_id}: {job.caption}" for object_id, job in job_queue.REGISTRY.items())
+        known = ", ".join(f"{code.value}: {code.label}" for code in CodeunitId)
         kwargs["help_texts"] = {"object_id_to_run": f"Known Object IDs: {known}."}
         return super().get_form(request, obj, change, **kwargs)
 
@@ -583,8 +590,8 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
 
     @admin.display(description="Object Caption to Run")
     def object_caption(self, obj: JobQueueEntry) -> str:
-        job = job_queue.REGISTRY.get(obj.object_id_to_run)
-        return job.caption if job else "—"
+        known = obj.object_id_to_run in CodeunitId.values
+        return CodeunitId(obj.object_id_to_run).label if known else "—"
 
     @admin.display(description="Last error")
     def last_error_short(self, obj: JobQueueEntry) -> str:
@@ -647,7 +654,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
         except job_queue.JobQueueRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
-            self.message_user(request, f"{job_queue.entry_label(entry)} {done}.", messages.SUCCESS)
+            self.message_user(request, f"{entry.label} {done}.", messages.SUCCESS)
 
     @admin.action(description="Run Now")
     def run_now_selected(self, request: HttpRequest, queryset: QuerySet):
