@@ -849,13 +849,15 @@ def test_a_quiet_sync_costs_at_most_three_graph_requests(user, emulator):
     assert emulator.stats()["inner_requests"] == 0
 
 
-def test_a_run_that_fails_mid_way_keeps_the_watermark_and_the_next_sync_catches_up(user, outlook, emulator):
+def test_a_run_that_fails_mid_way_keeps_the_watermark_and_the_next_sync_catches_up(
+    user, outlook, emulator, m365
+):
     PersonFactory.create_batch(5)
     ok(sync(user))
     before = setup_of(user)
     PersonFactory.create_batch(45)
     # The mailbox stops answering (licence removed, say) after 20 of the 45 creates have landed.
-    router_run = emulator.router.run
+    router_run = m365.front.router.run
     creates = []
     one_at_a_time = threading.Lock()  # the $batch calls run in parallel
 
@@ -868,11 +870,11 @@ def test_a_run_that_fails_mid_way_keeps_the_watermark_and_the_next_sync_catches_
                 emulator.add_mailbox(MAILBOX, rest_enabled=False)
             return router_run(ctx)
 
-    emulator.router.run = disable_after_20_creates
+    m365.front.router.run = disable_after_20_creates
     try:
         failed = sync(user)
     finally:
-        emulator.router.run = router_run
+        m365.front.router.run = router_run
 
     assert failed.status == RunStatus.FAILED
     assert failed.error.startswith("Microsoft 365 has no Exchange Online mailbox for ann@contoso.test")
