@@ -37,13 +37,17 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "health_check",
     "contacts",
     "exchange_sync",
+    "health",
     "harness",  # dev-only: the soak_sync and bench_sync commands
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collectstatic's files itself, so the admin has its CSS under gunicorn with DEBUG off.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -102,6 +106,19 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed copies: browsers may cache them for ever. Needs collectstatic's manifest
+    # whenever DEBUG is off; with DEBUG on (make run) pages name the source files.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # django-q2's ORM broker keeps each cluster's heartbeat in this cache; in the database, so the
+    # health endpoint of every web process (and qinfo) sees the workers of every host.
+    "django_q": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_q_cache"},
+}
 
 LOGIN_URL = "admin:login"
 
@@ -114,6 +131,9 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
 )
+# Load balancers probe over plain HTTP, without the proxy's X-Forwarded-Proto; a redirect would
+# read as a failure.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 
 # Microsoft 365. With M365_EMULATOR_URL set, sign-in and Graph traffic go to the local emulator;
 # the code still names Microsoft's own URLs.
@@ -139,6 +159,7 @@ Q_CLUSTER = {
     "poll": 0.5,
     "sync": env.bool("Q_SYNC", default=False),
     "label": "Django Q",
+    "cache": "django_q",
 }
 if env.str("Q_REDIS_URL", default=""):
     Q_CLUSTER["redis"] = env.str("Q_REDIS_URL")
