@@ -74,7 +74,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bcsync.sqlite3'}")}
+# An empty value (as .env.example ships it) means the default, as for SECRET_KEY.
+# Lower case: not a setting, so its password never shows among them.
+database_url = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'bcsync.sqlite3'}"
+DATABASES = {"default": env.db_url_config(database_url)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One writer at a time: take the write lock at BEGIN and wait for it, instead of failing with
     # "database is locked" when a read transaction upgrades (Django's default is DEFERRED).
@@ -105,7 +108,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or str(VAR_DIR / "static")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Hashed, compressed copies: browsers may cache them for ever. Needs collectstatic's manifest
