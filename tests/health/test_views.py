@@ -66,3 +66,10 @@ def test_it_stays_open_when_every_other_page_requires_sign_in(client, settings):
 
     assert client.get("/")["Location"] == "/admin/login/?next=/"  # the middleware is on
     assert (client.get(HEALTH).status_code, client.get(HEALTH).content) == (503, b"unavailable")
+
+
+def test_the_ssl_redirect_spares_it_for_probes_over_plain_http(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+
+    assert client.get("/admin/login/").status_code == 301
+    assert client.get(HEALTH).status_code == 503
