@@ -29,9 +29,10 @@ test_database_url.__test__ = False  # a helper, not a test
 
 def child_environment(var_dir: Path, **variables: str) -> dict[str, str]:
     """The environment of a child process: this test's database, its own var/ directory and this
-    process's SECRET_KEY (django-q2 signs its task packages with it, as on several hosts)."""
+    process's SECRET_KEY (django-q2 signs its task packages with it, as on several hosts). Without
+    DJANGO_ALLOW_ASYNC_UNSAFE, which the browser tests set for this process only."""
     return {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "bcsync_site.settings",
         "DATABASE_URL": test_database_url(),
         "BCSYNC_VAR_DIR": str(var_dir),
