@@ -27,6 +27,9 @@ class UserCard(models.Model):
 
     class Meta:
         verbose_name = "user card"
+        # Which mailbox a user syncs is an administrator's decision, as Business Central's
+        # Authentication Email is: the app may reach every mailbox of the tenant.
+        permissions = [("change_microsoft_365_email", "Can change the Microsoft 365 email of a user")]
         constraints = [
             models.UniqueConstraint(
                 Lower("microsoft_365_email"),

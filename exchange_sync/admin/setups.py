@@ -29,12 +29,24 @@ from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 User = get_user_model()
 
 
+def may_change_microsoft_365_email(request: HttpRequest) -> bool:
+    """The email decides whose mailbox a user syncs, and the app can reach every mailbox of the
+    tenant: only an administrator with this permission sets it."""
+    return request.user.has_perm("exchange_sync.change_microsoft_365_email")
+
+
 class UserCardInline(admin.StackedInline):
     model = UserCard
     can_delete = False
     verbose_name = "Microsoft 365"
     verbose_name_plural = "Microsoft 365"
     fields = ("microsoft_365_email",)
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return may_change_microsoft_365_email(request)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return may_change_microsoft_365_email(request)
 
 
 admin.site.unregister(User)
@@ -57,6 +69,9 @@ class UserCardAdmin(OwnedByUserAdmin):
     list_display = ("user", "microsoft_365_email")
     search_fields = ("user__username", "microsoft_365_email")
     fields = ("user", "microsoft_365_email")
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return may_change_microsoft_365_email(request) and super().has_change_permission(request, obj)
 
     def own_object(self, request: HttpRequest) -> UserCard:
         card, _ = UserCard.objects.get_or_create(user=request.user)
