@@ -10,8 +10,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from .. import job_queue
-from ..models import JobQueueEntry
+from ..models import CodeunitId, JobQueueEntry
+from ..services import job_queue
 from .ownership import OwnedByUserAdmin, post_only_object
 
 JOB_QUEUE_BUTTONS = {
@@ -24,7 +24,7 @@ JOB_QUEUE_BUTTONS = {
 @admin.register(JobQueueEntry)
 class JobQueueEntryAdmin(OwnedByUserAdmin):
     """Business Central's Job Queue Entries list and Job Queue Entry Card. Saving, deleting and the
-    status buttons go through exchange_sync.job_queue, which keeps the entry's Schedule in step."""
+    status buttons go through exchange_sync.services.job_queue, which keeps the entry's Schedule in step."""
 
     list_display = (
         "object_type_to_run",
@@ -58,7 +58,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
                 "fields": (
                     "recurring",
                     "minutes_between_runs",
-                    job_queue.WEEKDAY_FIELDS,
+                    JobQueueEntry.WEEKDAY_FIELDS,
                     "earliest_start_at",
                 )
             },
@@ -69,7 +69,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
     actions = ["run_now_selected", "set_on_hold_selected", "set_ready_selected"]
 
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
-        known = ", ".join(f"{object_id}: {job.caption}" for object_id, job in job_queue.REGISTRY.items())
+        known = ", ".join(f"{code.value}: {code.label}" for code in CodeunitId)
         kwargs["help_texts"] = {"object_id_to_run": f"Known Object IDs: {known}."}
         return super().get_form(request, obj, change, **kwargs)
 
@@ -78,8 +78,8 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
 
     @admin.display(description="Object Caption to Run")
     def object_caption(self, obj: JobQueueEntry) -> str:
-        job = job_queue.REGISTRY.get(obj.object_id_to_run)
-        return job.caption if job else "—"
+        known = obj.object_id_to_run in CodeunitId.values
+        return CodeunitId(obj.object_id_to_run).label if known else "—"
 
     @admin.display(description="Last error")
     def last_error_short(self, obj: JobQueueEntry) -> str:
@@ -142,7 +142,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
         except job_queue.JobQueueRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
-            self.message_user(request, f"{job_queue.entry_label(entry)} {done}.", messages.SUCCESS)
+            self.message_user(request, f"{entry.label} {done}.", messages.SUCCESS)
 
     @admin.action(description="Run Now")
     def run_now_selected(self, request: HttpRequest, queryset: QuerySet):

@@ -13,7 +13,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from .. import job_queue, services
 from ..forms import ContactFilterForm
 from ..models import (
     ActivityLog,
@@ -23,6 +22,7 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
+from ..services import contact_sync, job_queue
 from ..sync.filters import describe_filter
 from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 
@@ -105,7 +105,7 @@ class SetupAdmin(OwnedByUserAdmin):
             self._check_connection(request, setup.user)
 
     def _check_connection(self, request: HttpRequest, user) -> None:
-        check = services.validate_exchange_connection(user=user)
+        check = contact_sync.validate_exchange_connection(user=user)
         self.message_user(request, check.message, messages.SUCCESS if check.ok else messages.ERROR)
 
 
@@ -130,14 +130,14 @@ class ExchangeSyncSetupAdmin(SetupAdmin):
         )
 
     def own_object(self, request: HttpRequest) -> ExchangeSyncSetup:
-        exchange, _ = services.setups_for(user=request.user)
+        exchange, _ = contact_sync.setups_for(user=request.user)
         return exchange
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         setup = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if setup is not None:
-            _, contact_setup = services.setups_for(user=setup.user)
+            _, contact_setup = contact_sync.setups_for(user=setup.user)
             extra["contact_sync_setup_url"] = reverse(
                 "admin:exchange_sync_contactsyncsetup_change", args=[contact_setup.pk]
             )
@@ -190,7 +190,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
         return ExchangeSyncSetup.objects.filter(user_id=obj.user_id, enabled=True).exists()
 
     def own_object(self, request: HttpRequest) -> ContactSyncSetup:
-        _, setup = services.setups_for(user=request.user)
+        _, setup = contact_sync.setups_for(user=request.user)
         return setup
 
     def get_urls(self):
@@ -231,13 +231,13 @@ class ContactSyncSetupAdmin(SetupAdmin):
             raise Http404("No such sync")
         mode = SYNC_BUTTONS[button]
         try:
-            run = services.request_contact_sync(
+            run = contact_sync.request_contact_sync(
                 user=setup.user,
                 mode=mode,
                 trigger=SyncTrigger.BUTTON,
                 allow_mass_delete=request.POST.get("allow_mass_delete") == "1",
             )
-        except (services.SyncRefused, services.SetupIncomplete) as exc:
+        except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         self.message_user(
@@ -278,7 +278,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
         setup = changeable_object(self, request, object_id)
         form = ContactFilterForm(request.POST or None, initial=setup.contact_filter)
         if request.method == "POST" and form.is_valid():
-            described = services.set_sync_filter(user=setup.user, filters=form.cleaned_data)
+            described = contact_sync.set_sync_filter(user=setup.user, filters=form.cleaned_data)
             self.message_user(request, f"Sync filter saved: {described}.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return self._setup_page(request, setup, "set_filter.html", "Set Sync Filter", form=form)
@@ -287,7 +287,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
         setup = changeable_object(self, request, object_id)
         count = ActivityLog.objects.filter(user=setup.user).count()
         if request.method == "POST" and request.POST.get("post") == "yes":
-            deleted = services.delete_activity_log(user=setup.user)
+            deleted = contact_sync.delete_activity_log(user=setup.user)
             self.message_user(request, f"Deleted {deleted} activity log entries.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return self._setup_page(request, setup, "delete_log.html", "Delete Activity Log", count=count)
@@ -296,9 +296,11 @@ class ContactSyncSetupAdmin(SetupAdmin):
         queued, refused = 0, []
         for setup in queryset.select_related("user"):
             try:
-                services.request_contact_sync(user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION)
+                contact_sync.request_contact_sync(
+                    user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION
+                )
                 queued += 1
-            except (services.SyncRefused, services.SetupIncomplete) as exc:
+            except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
                 refused.append(str(exc))
         if queued:
             self.message_user(request, f"Queued {queued} run(s).", messages.SUCCESS)
