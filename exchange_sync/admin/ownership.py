@@ -50,6 +50,14 @@ class OwnedByUserAdmin(admin.ModelAdmin):
             readonly += (self.owner_field,)
         return readonly
 
+    def get_list_filter(self, request: HttpRequest):
+        # Administrators see everyone's rows and can narrow them to one user; for anyone else this
+        # filter would list every user.
+        list_filter = tuple(super().get_list_filter(request))
+        if request.user.is_superuser:
+            list_filter += (self.owner_field,)
+        return list_filter
+
     def own_object(self, request: HttpRequest) -> Model | None:
         """The one row a salesperson has on this page, or None where they have a list."""
         return None

@@ -59,7 +59,8 @@ def mailbox_of(*, user: AbstractBaseUser) -> str:
     email = UserCard.objects.filter(user=user).values_list("microsoft_365_email", flat=True).first()
     if not email:
         raise SetupIncomplete(
-            f"{user} has no Microsoft 365 email. Enter it in the Microsoft 365 section of the User Card."
+            f"{user} has no Microsoft 365 email. Enter it in the Microsoft 365 section of the User Card "
+            "(an administrator's task)."
         )
     return email
 
@@ -241,6 +242,26 @@ def set_sync_filter(*, user: AbstractBaseUser, filters: dict[str, str]) -> str:
     _, setup = setups_for(user=user)
     ContactSyncSetup.objects.filter(pk=setup.pk).update(contact_filter=cleaned)
     return describe_filter(filters=cleaned)
+
+
+def delete_contact_sync_setup(*, setup: ContactSyncSetup) -> int:
+    """Delete a Contact Sync Setup and its links; returns how many links went. The Outlook copies
+    stay in the folder: the user's next setup starts from the defaults, and its first Sync compares
+    the folder in full and pairs the copies with their contacts by email, as when sync is turned on
+    for a folder that already holds the contacts, so nothing is duplicated. Refused while a run
+    holds the setup: it would go on writing to Outlook for a setup that is gone."""
+    stale_before = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    with transaction.atomic():
+        locked = ContactSyncSetup.objects.select_for_update().filter(pk=setup.pk).first()
+        if locked is None:
+            return 0
+        if locked.active_run_id is not None and locked.claimed_at and locked.claimed_at >= stale_before:
+            raise SyncRefused(
+                f"A sync is running for {locked.user}; delete the Contact Sync Setup when it has ended."
+            )
+        links = ContactLink.objects.filter(setup=locked).count()
+        locked.delete()
+    return links
 
 
 def delete_activity_log(*, user: AbstractBaseUser) -> int:

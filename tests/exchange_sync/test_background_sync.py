@@ -13,7 +13,7 @@ from django.utils.html import escape
 from django_q.conf import Conf
 from django_q.models import Schedule
 
-from exchange_sync.models import ExchangeSyncSetup, JobQueueEntry, JobStatus, SyncRun
+from exchange_sync.models import ConnectionStatus, ExchangeSyncSetup, JobQueueEntry, JobStatus, SyncRun
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory
@@ -48,6 +48,16 @@ def setup_page(user) -> str:
 
 def toggle_url(user) -> str:
     return reverse("admin:exchange_sync_contactsyncsetup_background_sync", args=[setups_for(user=user)[1].pk])
+
+
+@pytest.fixture(autouse=True)
+def _connections_validated(staff_user, other_staff_user):
+    """Switching background sync on needs a validated connection (refused otherwise: see
+    tests/exchange_sync/test_setup_pages.py)."""
+    for user in (staff_user, other_staff_user):
+        ExchangeSyncSetup.objects.update_or_create(
+            user=user, defaults={"connection_status": ConnectionStatus.CONNECTED}
+        )
 
 
 # --- the toggle and its policies -------------------------------------------------------------------
