@@ -245,24 +245,32 @@ def set_sync_filter(*, user: AbstractBaseUser, filters: dict[str, str]) -> str:
     return describe_filter(filters=cleaned)
 
 
-def delete_contact_sync_setup(*, setup: ContactSyncSetup) -> int:
-    """Delete a Contact Sync Setup and its links; returns how many links went. The Outlook copies
-    stay in the folder: the user's next setup starts from the defaults, and its first Sync compares
-    the folder in full and pairs the copies with their contacts by email, as when sync is turned on
-    for a folder that already holds the contacts, so nothing is duplicated. Refused while a run
-    holds the setup: it would go on writing to Outlook for a setup that is gone."""
+def delete_contact_sync_setup(*, setup: ContactSyncSetup) -> ContactSyncSetup:
+    """Delete a Contact Sync Setup; returns the setup that replaces it. Its settings go (sync filter,
+    out-of-scope choice, sync state), but the replacement keeps the folder and the links: they are
+    the only record of which Outlook contact is which Business Central contact, and pairing again by
+    email would duplicate every contact whose email changed since the last Sync. The replacement's
+    first Sync is a full comparison. Refused while a run holds the setup, which it would go on
+    writing to."""
     stale_before = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
     with transaction.atomic():
-        locked = ContactSyncSetup.objects.select_for_update().filter(pk=setup.pk).first()
-        if locked is None:
-            return 0
+        locked = ContactSyncSetup.objects.select_for_update().select_related("user").get(pk=setup.pk)
         if locked.active_run_id is not None and locked.claimed_at and locked.claimed_at >= stale_before:
             raise SyncRefused(
                 f"A sync is running for {locked.user}; delete the Contact Sync Setup when it has ended."
             )
-        links = ContactLink.objects.filter(setup=locked).count()
+        links = list(ContactLink.objects.filter(setup=locked))
         locked.delete()
-    return links
+        replacement = ContactSyncSetup.objects.create(
+            user=locked.user,
+            folder_name=locked.folder_name,
+            folder_id=locked.folder_id,
+            folder_mailbox=locked.folder_mailbox,
+        )
+        for link in links:
+            link.pk, link.setup = None, replacement
+        ContactLink.objects.bulk_create(links)
+    return replacement
 
 
 def delete_activity_log(*, user: AbstractBaseUser) -> int:

@@ -16,7 +16,6 @@ from contacts.models import Contact, ContactType
 from exchange_sync.models import (
     ActivityLog,
     ConnectionStatus,
-    ContactLink,
     ContactSyncSetup,
     ExchangeSyncSetup,
     JobQueueEntry,
@@ -69,22 +68,29 @@ def history(obj) -> list[str]:
 
 
 def test_deleting_a_setup_says_what_happens_and_the_next_sync_duplicates_nothing(sync_user, m365, admin_user):
-    PersonFactory.create_batch(3)
+    people = PersonFactory.create_batch(3)
     assert sync(sync_user).created == 3
+    # A change the deleted setup never synced: paired by email, it would be created a second time.
+    people[0].email = "changed@example.com"
+    people[0].save()
     setup = ContactSyncSetup.objects.get(user=sync_user)
+    ContactSyncSetup.objects.filter(pk=setup.pk).update(contact_filter={"city": "London"})
     client = csrf_client(admin_user)
 
-    page = client.get(setup_url(setup, "delete")).content.decode()
-    assert "deletes its 3 links" in page and "'Business Central' of ann@contoso.test" in page
-    assert "The Outlook contacts stay in that folder" in page and "nothing is duplicated" in page
+    page = " ".join(client.get(setup_url(setup, "delete")).content.decode().split())
+    assert "the same 3 links" in page and "('Business Central' of ann@contoso.test)" in page
+    assert "nothing is duplicated" in page and "Nothing is deleted in Outlook or in Business Central" in page
     assert post(client, setup_url(setup, "delete"), {"post": "yes"}).status_code == 302
-    assert not ContactSyncSetup.objects.filter(pk=setup.pk).exists() and not ContactLink.objects.exists()
+    replacement = ContactSyncSetup.objects.get(user=sync_user)
+    assert replacement.pk != setup.pk and replacement.contact_filter == {}
+    assert replacement.links.count() == 3
 
     again = sync(sync_user)
-    assert again.moved() == {"linked": 3}, [e.message for e in ActivityLog.objects.filter(run=again)]
+    assert again.moved() == {"updated": 1}, [e.message for e in ActivityLog.objects.filter(run=again)]
     outlook = m365.emulator.outlook("ann@contoso.test").list_contacts(FOLDER)
-    assert len(outlook) == 3
-    assert Contact.objects.filter(type=ContactType.PERSON).count() == 3
+    emails = sorted(item["emailAddresses"][0]["address"] for item in outlook)
+    assert emails == sorted(person.email for person in Contact.objects.filter(type=ContactType.PERSON))
+    assert len(emails) == 3 and "changed@example.com" in emails
     assert sync(sync_user).moved() == {}
 
 
