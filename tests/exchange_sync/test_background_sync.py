@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
@@ -17,6 +16,7 @@ from exchange_sync.models import ConnectionStatus, ExchangeSyncSetup, JobQueueEn
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory
+from tests.http_client import csrf_client, post
 
 NOTICE = (
     "Background contact synchronization can no longer be activated. If you activated it in the past "
@@ -27,19 +27,6 @@ NOTICE_HTML = escape(NOTICE)
 
 def enabled(user) -> bool:
     return ExchangeSyncSetup.objects.get(user=user).enabled
-
-
-def csrf_client(user) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    return client
-
-
-def post(client: Client, url: str, data: dict | None = None, **kwargs):
-    """A POST as the browser sends it: the CSRF token from the page's cookie."""
-    client.get(reverse("admin:index"))
-    token = client.cookies["csrftoken"].value
-    return client.post(url, {"csrfmiddlewaretoken": token, **(data or {})}, **kwargs)
 
 
 def setup_page(user) -> str:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.test import Client
 from django.urls import reverse
 
 from contacts.models import Contact, ContactType
@@ -27,6 +26,7 @@ from exchange_sync.models import (
 )
 from exchange_sync.services import contact_sync, job_queue
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
+from tests.http_client import csrf_client, post
 
 pytestmark = pytest.mark.django_db
 
@@ -38,19 +38,6 @@ def sync(user, mode: str = SyncMode.SYNC) -> SyncRun:
     run = contact_sync.run_contact_sync(run_id=run.pk)
     assert run.status == RunStatus.SUCCEEDED, run.error
     return run
-
-
-def csrf_client(user) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    return client
-
-
-def post(client: Client, url: str, data: dict | None = None, **kwargs):
-    client.get(reverse("admin:index"))
-    return client.post(
-        url, {"csrfmiddlewaretoken": client.cookies["csrftoken"].value, **(data or {})}, **kwargs
-    )
 
 
 def setup_url(setup: ContactSyncSetup, view: str = "change", *args) -> str:
@@ -143,10 +130,18 @@ def test_runs_and_the_log_show_seconds_and_the_runs_list_shows_duration(admin_us
         started_at=queued + timedelta(seconds=1),
         finished_at=queued + timedelta(seconds=4, milliseconds=500),
     )
+    run = SyncRun.objects.get()
+    SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=queued + timedelta(seconds=3))
+    ActivityLog.objects.create(
+        run=run, user=ann, action="create", outcome=Outcome.CREATED, message="m", created_at=queued
+    )
     client = csrf_client(admin_user)
     runs = client.get(reverse("admin:exchange_sync_syncrun_changelist")).content.decode()
     assert "18:46:05" in runs and "18:46:09" in runs
     assert "column-duration" in runs and "3.5 s" in runs
+    run_page = client.get(reverse("admin:exchange_sync_syncrun_change", args=[run.pk])).content.decode()
+    assert "18:46:06" in run_page and "18:46:08" in run_page  # started, heartbeat
+    assert "18:46:05" in client.get(reverse("admin:exchange_sync_activitylog_changelist")).content.decode()
 
 
 def test_a_paused_entry_says_so_instead_of_a_past_next_run(admin_user):
@@ -189,6 +184,17 @@ def test_every_state_changing_button_writes_the_history(staff_user):
     assert (
         "Set Sync Filter: Territory Code: EU|NA." in client.get(setup_url(setup, "history")).content.decode()
     )
+
+
+def test_validate_writes_the_history_of_both_setup_pages(sync_user, m365):
+    exchange, setup = contact_sync.setups_for(user=sync_user)
+    client = csrf_client(sync_user)
+    post(client, reverse("admin:exchange_sync_exchangesyncsetup_validate", args=[exchange.pk]))
+    post(client, setup_url(setup, "validate"))
+    validated = (
+        "Validate Exchange Connection: Connected successfully to Microsoft 365: mailbox ann@contoso.test"
+    )
+    assert [message[: len(validated)] for message in history(exchange) + history(setup)] == [validated] * 2
 
 
 # --- what a setup needs before background sync ------------------------------------------------------
