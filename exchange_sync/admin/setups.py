@@ -301,12 +301,11 @@ class ContactSyncSetupAdmin(SetupAdmin):
     def delete_model(self, request: HttpRequest, obj: ContactSyncSetup) -> None:
         contact_sync.delete_contact_sync_setup(setup=obj)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for setup in queryset:
-            try:
-                contact_sync.delete_contact_sync_setup(setup=setup)
-            except contact_sync.SyncRefused as exc:
-                self.message_user(request, str(exc), messages.WARNING)
+    def get_actions(self, request: HttpRequest):
+        # A setup is deleted from its own page, whose confirmation says what happens to its links.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
     def _setup_page(self, request: HttpRequest, setup: ContactSyncSetup, template: str, title: str, **extra):
         """A page of its own for one setup (Set Sync Filter, Delete Activity Log)."""
