@@ -4,6 +4,9 @@ other. Whatever happens, the emulator answers every request."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from m365_emulator import serve_in_thread
 from m365_emulator.control import EmulatorControl
@@ -76,47 +79,41 @@ def test_the_back_door_over_http_refuses_a_lone_surrogate(emulator, graph):
     assert assert_folder_answers(graph, folder) == []
 
 
+@contextmanager
+def serving(state: Path) -> Iterator[Graph]:
+    """An emulator on `state`, stopped (and its state saved) on exit."""
+    server = serve_in_thread(make_config(state_file=str(state)))
+    try:
+        yield Graph(server)
+    finally:
+        server.stop()
+
+
 def test_a_state_file_that_already_holds_a_lone_surrogate_loads_and_serves(tmp_path):
     state = tmp_path / "state.json"
-    first = serve_in_thread(make_config(state_file=str(state)))
-    graph = Graph(first)
-    folder = graph.folder()
-    graph.create(folder, givenName="Surrogate")
-    first.stop()
+    with serving(state) as graph:
+        folder = graph.folder()
+        graph.create(folder, givenName="Surrogate")
     # What an emulator that stored the string wrote: json.dump escapes it as \ud800.
     state.write_text(state.read_text().replace('"Surrogate"', '"Sur\\ud800rogate"'))
 
-    second = serve_in_thread(make_config(state_file=str(state)))
-    try:
-        graph = Graph(second)
+    with serving(state) as graph:
         [contact] = assert_folder_answers(graph, folder)
-        assert contact["givenName"] == "Sur\ufffdrogate"
-    finally:
-        second.stop()
+    assert contact["givenName"] == "Sur\ufffdrogate"
 
 
 def test_nul_is_stored_and_returned_as_sent_like_graph(tmp_path):
     state = tmp_path / "state.json"
-    first = serve_in_thread(make_config(state_file=str(state)))
-    graph = Graph(first)
-    folder = graph.folder()
-    created = graph.post(
-        contacts_url(folder),
-        data=b'{"givenName": "Nu\\u0000l", "jobTitle": "\\u0000"}',
-        headers=IMMUTABLE | JSON,
-    )
+    with serving(state) as graph:
+        folder = graph.folder()
+        body = b'{"givenName": "Nu\\u0000l", "jobTitle": "\\u0000"}'
+        created = graph.post(contacts_url(folder), data=body, headers=IMMUTABLE | JSON)
     assert created.status_code == 201
     assert (created.json()["givenName"], created.json()["jobTitle"]) == ("Nu\x00l", "\x00")
-    first.stop()
 
-    second = serve_in_thread(make_config(state_file=str(state)))
-    try:
-        graph = Graph(second)
+    with serving(state) as graph:  # and the state file keeps it
         [contact] = assert_folder_answers(graph, folder)
-        assert contact["givenName"] == "Nu\x00l"
-        assert contact["displayName"] == "Nu\x00l"
-    finally:
-        second.stop()
+    assert (contact["givenName"], contact["displayName"]) == ("Nu\x00l", "Nu\x00l")
 
 
 def test_an_unexpected_failure_answers_500_in_graphs_envelope_instead_of_dropping_the_connection(
