@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .state import Store
-from .text import may_hold_surrogates, without_lone_surrogates
+from .text import has_lone_surrogate, may_hold_surrogates, without_lone_surrogates
 
 
 def load_store(path: str) -> Store | None:
@@ -21,7 +21,7 @@ def load_store(path: str) -> Store | None:
         return None
     text = file.read_text(encoding="utf-8")
     data = json.loads(text)
-    if may_hold_surrogates(text):  # a file saved before lone surrogates were refused
+    if may_hold_surrogates(text) and has_lone_surrogate(data):  # saved before they were refused
         data = without_lone_surrogates(data)
     return Store.from_json(data)
 

@@ -7,11 +7,12 @@ unreadable JSON, and a state file saved before that rule is repaired as it loads
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 # A surrogate can only reach a decoded string through a \uD800-\uDFFF escape (strict UTF-8 decoding
-# refuses encoded surrogates), so text without one needs no walk.
+# refuses encoded surrogates), so text without one needs no check.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -21,13 +22,12 @@ def may_hold_surrogates(json_text: str) -> bool:
 
 
 def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string (or key) in decoded JSON holds a lone surrogate."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(has_lone_surrogate(key) or has_lone_surrogate(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(has_lone_surrogate(item) for item in value)
+    """Whether any string (or key) in decoded JSON holds a lone surrogate: then it has no UTF-8 form.
+    (Encoding is done in C, many times faster than walking the value in Python.)"""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
