@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from ..graph import GraphClient, GraphError, graph_client_from_settings
+from ..graph import GraphClient, GraphError, M365NotConfigured, graph_client_from_settings
 from ..models import (
     ActivityLog,
     ConnectionStatus,
@@ -100,7 +100,10 @@ class ConnectionCheck:
 
 def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
     """Business Central's Validate Exchange Connection, step by step: a Microsoft 365 email, a
-    token, a mailbox that answers, and the sync folder (found or created)."""
+    token, a mailbox that answers, and the sync folder (found or created).
+
+    A process with no Microsoft 365 settings says nothing about the user's connection, so it reports
+    the failure but leaves the setup's status and last validation as they were."""
     exchange, contact_setup = setups_for(user=user)
     step = "Microsoft 365 email"
     try:
@@ -119,6 +122,8 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         )
     except (SetupIncomplete, GraphError) as exc:
         check = ConnectionCheck(ok=False, message=f"Cannot connect to Microsoft 365 ({step}): {exc}")
+        if isinstance(exc, M365NotConfigured):
+            return check
     ExchangeSyncSetup.objects.filter(pk=exchange.pk).update(
         connection_status=ConnectionStatus.CONNECTED if check.ok else ConnectionStatus.FAILED,
         last_validated_at=timezone.now(),
