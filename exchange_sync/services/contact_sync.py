@@ -10,7 +10,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -158,12 +157,7 @@ def request_contact_sync(
         previous = (
             ContactSyncSetup.objects.filter(pk=setup.pk).values_list("active_run_id", flat=True).first()
         )
-        claimed = (
-            ContactSyncSetup.objects.filter(pk=setup.pk)
-            .filter(Q(active_run__isnull=True) | Q(claimed_at__lt=stale_before))
-            .update(active_run=run, claimed_at=now)
-        )
-        if not claimed:
+        if not ContactSyncSetup.objects.claim(setup=setup, run=run, now=now, stale_before=stale_before):
             active = SyncRun.objects.filter(pk=previous).first()
             raise SyncRefused(
                 f"A {active.get_mode_display() if active else 'sync'} is already "
@@ -227,7 +221,7 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         logger.exception("Contact sync run %s failed", run.pk)
         _fail(run, engine, UNEXPECTED_ERROR.format(name=type(exc).__name__))
     finally:
-        ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
+        ContactSyncSetup.objects.release_claim(setup=setup, run=run)
     run.refresh_from_db()
     return run
 
