@@ -10,6 +10,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from contacts.models import normalize_email
+from contacts.text import storable_json, storable_text
 
 DEFAULT_FOLDER_NAME = "Business Central"
 
@@ -252,8 +253,17 @@ class Outcome(models.TextChoices):
     PLANNED = "planned", "Planned (preview)"
 
 
+class ActivityLogQuerySet(models.QuerySet["ActivityLog"]):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            obj.make_storable()
+        return super().bulk_create(objs, *args, **kwargs)
+
+
 class ActivityLog(models.Model):
-    """Business Central's Activity Log (710), with successes logged too."""
+    """Business Central's Activity Log (710), with successes logged too. Messages and details quote
+    Outlook's values, so what a database cannot store is removed from them on every write."""
 
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="log_entries")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -270,6 +280,8 @@ class ActivityLog(models.Model):
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = ActivityLogQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = "activity log entry"
@@ -278,6 +290,15 @@ class ActivityLog(models.Model):
 
     def __str__(self) -> str:
         return self.message[:80]
+
+    def save(self, *args, **kwargs) -> None:
+        self.make_storable()
+        super().save(*args, **kwargs)
+
+    def make_storable(self) -> None:
+        for name in ("contact_no", "email", "graph_id", "action", "message"):
+            setattr(self, name, storable_text(getattr(self, name)))
+        self.details = storable_json(self.details)
 
 
 class JobStatus(models.TextChoices):
