@@ -30,10 +30,10 @@ from django.core.management import call_command
 from django.db import connection
 
 from contacts.models import Contact, ContactType
-from exchange_sync import services
 from exchange_sync.graph import graph_client_from_settings
 from exchange_sync.graph.client import MAX_BATCH_SIZE
 from exchange_sync.models import ContactLink, RunStatus, SyncMode, SyncRun, SyncTrigger, UserCard
+from exchange_sync.services import contact_sync
 from m365_emulator.config import EmulatorConfig
 from m365_emulator.control import EmulatorControl, emulator_process
 
@@ -268,10 +268,10 @@ class _Scenarios:
         _reset_peak_rss()
         started = time.perf_counter()
         with connection.execute_wrapper(queries):
-            run = services.request_contact_sync(
+            run = contact_sync.request_contact_sync(
                 user=self.user, mode=mode, trigger=SyncTrigger.COMMAND, enqueue=False
             )
-            run = services.run_contact_sync(run_id=run.pk)
+            run = contact_sync.run_contact_sync(run_id=run.pk)
         wall_s = time.perf_counter() - started
         peak_mb = _peak_rss_mb()
         stats = self.control.stats()

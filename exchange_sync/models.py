@@ -3,6 +3,8 @@ Exchange Sync Setup (6700), Contact Sync Setup, Activity Log (710) and Job Queue
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -312,6 +314,16 @@ class ObjectType(models.TextChoices):
     CODEUNIT = "codeunit", "Codeunit"
 
 
+class CodeunitId(models.IntegerChoices):
+    """The Object IDs to Run that bcsync knows. Checked by JobQueueEntry.clean() rather than set as the
+    field's choices, so the card keeps Business Central's number field."""
+
+    CONTACT_SYNC = (
+        6700,
+        "Exchange Sync – contact sync of every user with background synchronization enabled",  # noqa: RUF001
+    )
+
+
 class JobQueueEntry(models.Model):
     """Business Central's Job Queue Entry (472). Object ID 6700 syncs every user whose background
     synchronization is enabled. Each entry owns exactly one django-q2 Schedule."""
@@ -322,7 +334,7 @@ class JobQueueEntry(models.Model):
     object_type_to_run = models.CharField(
         "Object Type to Run", max_length=20, choices=ObjectType.choices, default=ObjectType.CODEUNIT
     )
-    object_id_to_run = models.PositiveIntegerField("Object ID to Run", default=6700)
+    object_id_to_run = models.PositiveIntegerField("Object ID to Run", default=CodeunitId.CONTACT_SYNC)
     description = models.CharField(max_length=250, blank=True)
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.READY)
     recurring = models.BooleanField("Recurring Job", default=True)
@@ -355,17 +367,71 @@ class JobQueueEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.get_object_type_to_run_display()} {self.object_id_to_run} {self.description}".strip()
 
-    def clean(self) -> None:
-        from .job_queue import WEEKDAY_FIELDS, validate_object_id  # job_queue imports this module
+    WEEKDAY_FIELDS = (
+        "run_on_mondays",
+        "run_on_tuesdays",
+        "run_on_wednesdays",
+        "run_on_thursdays",
+        "run_on_fridays",
+        "run_on_saturdays",
+        "run_on_sundays",
+    )
 
+    @property
+    def label(self) -> str:
+        return f"Job Queue Entry {self.get_object_type_to_run_display()} {self.object_id_to_run}"
+
+    def unknown_object_message(self) -> str:
+        known = ", ".join(f"{code.value} ({code.label})" for code in sorted(CodeunitId))
+        return f"There is no Codeunit {self.object_id_to_run} to run. Known Object IDs: {known}."
+
+    def run_weekdays(self) -> set[int]:
+        """The weekdays (Monday = 0) the entry runs on."""
+        return {day for day, field in enumerate(self.WEEKDAY_FIELDS) if getattr(self, field)}
+
+    def _on_a_run_day(self, moment: datetime) -> datetime | None:
+        """`moment` if it falls on a day the entry runs (in TIME_ZONE), else the start of the next such
+        day."""
+        days = self.run_weekdays()
+        if not days:
+            return None
+        local = timezone.localtime(moment)
+        if local.weekday() in days:
+            return moment
+        for offset in range(1, 8):
+            day = local.date() + timedelta(days=offset)
+            if day.weekday() in days:
+                return timezone.make_aware(datetime.combine(day, time.min))
+        return None  # unreachable: days is not empty
+
+    def next_run(self, *, anchor: datetime | None, now: datetime) -> datetime | None:
+        """When the entry should run next, never before `now` (missed slots are skipped, as with
+        catch_up off). `anchor` is when the last run was due (or started); None if it never ran.
+
+        A one-off entry runs once at its earliest start. A recurring one runs every No. of Minutes
+        between Runs after `anchor`, not before its earliest start, and only on its weekdays: a slot on
+        another day moves to the start of the next day it runs, as Business Central does.
+        """
+        if not self.recurring:
+            return None if anchor else max(self.earliest_start_at, now)
+        candidate = self.earliest_start_at
+        if anchor is not None:
+            step = timedelta(minutes=self.minutes_between_runs)
+            candidate = anchor + step
+            if candidate <= now:
+                candidate += step * ((now - candidate) // step + 1)
+            candidate = max(candidate, self.earliest_start_at)
+        return self._on_a_run_day(max(candidate, now))
+
+    def clean(self) -> None:
         errors = {}
-        try:
-            validate_object_id(self.object_id_to_run)
-        except ValidationError as error:
-            errors["object_id_to_run"] = error
+        if self.object_id_to_run not in CodeunitId.values:
+            errors["object_id_to_run"] = ValidationError(
+                self.unknown_object_message(), code="unknown_object_id"
+            )
         if self.recurring and not self.minutes_between_runs:
             errors["minutes_between_runs"] = "A recurring job needs at least 1 minute between runs."
-        if self.recurring and not any(getattr(self, field) for field in WEEKDAY_FIELDS):
+        if self.recurring and not any(getattr(self, field) for field in self.WEEKDAY_FIELDS):
             errors["run_on_mondays"] = "A recurring job needs at least one weekday to run on."
         if errors:
             raise ValidationError(errors)

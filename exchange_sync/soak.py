@@ -53,7 +53,7 @@ from exchange_sync.models import (
     SyncRun,
     UserCard,
 )
-from exchange_sync.services import setups_for
+from exchange_sync.services.contact_sync import setups_for
 from exchange_sync.sync.engine import _countries, scope_queryset
 from exchange_sync.sync.mapping import bc_record, outlook_contact, record_hash
 from m365_emulator.control import EmulatorControl, emulator_process

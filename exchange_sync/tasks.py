@@ -1,10 +1,10 @@
 """django-q2 entry points: take ids, call services, nothing else."""
 
-from . import job_queue, services
+from .services import contact_sync, job_queue
 
 
 def run_contact_sync_task(run_id: int) -> str:
-    return services.run_contact_sync(run_id=run_id).status
+    return contact_sync.run_contact_sync(run_id=run_id).status
 
 
 def run_job_queue_entry_task(entry_id: int) -> str:

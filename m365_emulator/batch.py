@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from .config import MAX_BATCH_REQUESTS
 from .errors import GraphError, bad_request
-from .messages import Context, Request, Response
+from .messages import Context, Request, Response, new_request_id
 
 if TYPE_CHECKING:
     from .graph_routes import Router
@@ -60,6 +60,9 @@ def _mailboxes(items: list[dict[str, Any]]) -> set[str]:
 
 
 def run_batch(router: Router, ctx: Context) -> Response:
+    # Each item re-enters router.run, the same entry a top-level request takes, so items get the same
+    # validation, faults, limits and stats. That makes this module and graph_routes call each other: the
+    # Router routes POST /$batch here, and this calls the Router back.
     emulator = router.emulator
     try:
         items = _validate(ctx.request.json_body())
@@ -94,7 +97,6 @@ def run_batch(router: Router, ctx: Context) -> Response:
                         "FailedDependency",
                         "The request could not be executed because a request it depends on failed.",
                     ),
-                    emulator,
                 )
                 finish[key] = ctx.not_before
                 return
@@ -134,7 +136,7 @@ def _run_inner(router: Router, inner: Context, item: dict[str, Any]) -> dict[str
         response = router.run(inner)
         entry = _entry(item["id"], response)
     except GraphError as error:
-        entry = _inner_error(item["id"], error, emulator)
+        entry = _inner_error(item["id"], error)
     emulator.stats_.record(
         kind="inner",
         route=inner.route or f"{item['method'].upper()} (unmatched)",
@@ -156,5 +158,5 @@ def _entry(item_id: str, response: Response) -> dict[str, Any]:
     return entry
 
 
-def _inner_error(item_id: str, error: GraphError, emulator: Any) -> dict[str, Any]:
-    return _entry(item_id, emulator.error_response(error, emulator.new_request_id(), ""))
+def _inner_error(item_id: str, error: GraphError) -> dict[str, Any]:
+    return _entry(item_id, Response.error(error, new_request_id()))

@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# Graph's Outlook limits per app and mailbox (reference/microsoft-graph.md §5) and its page sizes (§2, §3).
+# Graph's Outlook limits per app and mailbox: 4 requests in flight, 10,000 requests per 10 minutes.
+# Contact lists page 10 by default and at most 1000 per $top.
 DEFAULT_MAX_CONCURRENCY = 4
 DEFAULT_RATE_LIMIT = 10_000
 DEFAULT_RATE_WINDOW_S = 600.0

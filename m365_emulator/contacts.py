@@ -9,7 +9,7 @@ from typing import Any
 from .errors import GraphError, body_read_error
 from .schema import COMPLEX_TYPES, CONTACT_PROPERTIES, DATETIME, READ_ONLY_CONTACT_PROPERTIES, STRING
 
-# Outlook keeps three email slots and two business/home phone slots (reference §1.1).
+# Outlook keeps three email slots and two business/home phone slots.
 COLLECTION_CAPS = {"emailAddresses": 3, "businessPhones": 2, "homePhones": 2}
 EMAIL_SLOTS = ("primaryEmailAddress", "secondaryEmailAddress", "tertiaryEmailAddress")
 NAME_PARTS = ("givenName", "middleName", "surname", "generation")

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from .config import config_as_dict
 from .errors import GraphError, bad_request
-from .messages import Request, Response
+from .messages import Request, Response, new_request_id
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -105,12 +105,11 @@ def handle(emulator: Emulator, request: Request) -> Response:
             try:
                 result = action(emulator, params, _body(request))
             except GraphError as error:
-                return emulator.error_response(error, emulator.new_request_id(), "")
+                return Response.error(error, new_request_id())
             if result is None:
                 return Response.empty(204)
             return Response.json(200, result)
-    return emulator.error_response(
+    return Response.error(
         GraphError(404, "NotFound", f"No control endpoint at {request.method} {request.path}."),
-        emulator.new_request_id(),
-        "",
+        new_request_id(),
     )

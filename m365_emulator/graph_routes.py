@@ -55,6 +55,7 @@ def _compile(template: str) -> re.Pattern[str]:
 class Router:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
+        self.store = emulator.store
         self.routes: list[Route] = []
         for method, template, handler in ROUTE_TABLE:
             self.routes.append(Route(method, template, _compile(template), handler))
@@ -95,8 +96,8 @@ class Router:
         if "upn" not in params:  # $batch
             emulator.sleep_latency()
             return route.handler(self, ctx, None, params)  # type: ignore[arg-type]
-        with emulator.lock:
-            mailbox = emulator.store.mailbox(params["upn"])
+        with self.store.lock:
+            mailbox = self.store.mailbox(params["upn"])
         try:
             emulator.throttle.count_request(mailbox.upn)
             denial = ctx.batch_slots.get(mailbox.upn.lower())
@@ -147,7 +148,7 @@ class Router:
 
 def _folder_page(router: Router, ctx: Context, mailbox: Mailbox, parent: Folder) -> Response:
     query = odata.parse_query(ctx.request.query, FOLDER_PROPERTIES, "contactFolder")
-    with router.emulator.lock:
+    with router.store.lock:
         folders = mailbox.child_folders(parent)
         for condition in query.filter:
             if condition.collection is not None or condition.path.lower() != "displayname":
@@ -184,10 +185,9 @@ def _create_folder(router: Router, ctx: Context, mailbox: Mailbox, parent: Folde
     name = body.get("displayName")
     if not isinstance(name, str):
         raise body_read_error("The property 'displayName' of type 'Edm.String' is required.")
-    with router.emulator.lock:
+    with router.store.change():
         folder = mailbox.create_folder(name, parent)
         payload = folder_json(folder)
-    router.emulator.mutated()
     tail = (
         "contactFolders/$entity"
         if parent is mailbox.root
@@ -205,20 +205,20 @@ def create_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[s
 
 
 def list_child_folders(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
-    with router.emulator.lock:
+    with router.store.lock:
         parent = mailbox.folder(params["fid"])
     return _folder_page(router, ctx, mailbox, parent)
 
 
 def create_child_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
-    with router.emulator.lock:
+    with router.store.lock:
         parent = mailbox.folder(params["fid"])
     return _create_folder(router, ctx, mailbox, parent)
 
 
 def get_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
     query = odata.parse_query(ctx.request.query, FOLDER_PROPERTIES, "contactFolder")
-    with router.emulator.lock:
+    with router.store.lock:
         payload = folder_json(mailbox.folder(params["fid"]), query.select)
     return Response.json(
         200, {"@odata.context": router.context_url(mailbox.upn, "contactFolders/$entity"), **payload}
@@ -229,20 +229,18 @@ def update_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[s
     body = router.body(ctx)
     if not isinstance(body, dict) or not isinstance(body.get("displayName"), str):
         raise body_read_error("The property 'displayName' of type 'Edm.String' is required.")
-    with router.emulator.lock:
+    with router.store.change():
         folder = mailbox.folder(params["fid"])
         mailbox.rename_folder(folder, body["displayName"])
         payload = folder_json(folder)
-    router.emulator.mutated()
     return Response.json(
         200, {"@odata.context": router.context_url(mailbox.upn, "contactFolders/$entity"), **payload}
     )
 
 
 def delete_folder(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
-    with router.emulator.lock:
+    with router.store.change():
         mailbox.delete_folder(mailbox.folder(params["fid"]))
-    router.emulator.mutated()
     return Response.empty(204)
 
 
@@ -286,7 +284,7 @@ def _sort_key(contact: Contact, name: str) -> str:
 def list_contacts(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
     query = odata.parse_query(ctx.request.query, CONTACT_PROPERTIES, "contact")
     immutable = ctx.immutable
-    with router.emulator.lock:
+    with router.store.lock:
         folder = _target_folder(mailbox, params)
         candidates = _candidates(folder, mailbox, query)
         if query.count:
@@ -333,10 +331,9 @@ def _entity(
 
 def create_contact(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
     changes, extended = parse_contact_body(router.body(ctx))
-    with router.emulator.lock:
+    with router.store.change():
         contact = mailbox.create_contact(_target_folder(mailbox, params), changes, extended)
         response = _entity(router, ctx, mailbox, params, contact, 201)
-    router.emulator.mutated()
     router.charge(ctx, mailbox, 1)
     return response
 
@@ -348,7 +345,7 @@ def _find(mailbox: Mailbox, params: dict[str, str]) -> Contact:
 
 def get_contact(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
     query = odata.parse_query(ctx.request.query, CONTACT_PROPERTIES, "contact")
-    with router.emulator.lock:
+    with router.store.lock:
         response = _entity(router, ctx, mailbox, params, _find(mailbox, params), 200, query)
     router.charge(ctx, mailbox, 1)
     return response
@@ -370,22 +367,20 @@ def _check_if_match(ctx: Context, contact: Contact) -> None:
 
 def update_contact(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
     changes, extended = parse_contact_body(router.body(ctx))
-    with router.emulator.lock:
+    with router.store.change():
         contact = _find(mailbox, params)
         _check_if_match(ctx, contact)
         mailbox.update_contact(contact, changes, extended)
         response = _entity(router, ctx, mailbox, params, contact, 200)
-    router.emulator.mutated()
     router.charge(ctx, mailbox, 1)
     return response
 
 
 def delete_contact(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
-    with router.emulator.lock:
+    with router.store.change():
         contact = _find(mailbox, params)
         _check_if_match(ctx, contact)
         mailbox.delete_contact(contact)
-    router.emulator.mutated()
     router.charge(ctx, mailbox, 1)
     return Response.empty(204)
 
@@ -400,7 +395,7 @@ def contacts_delta(router: Router, ctx: Context, mailbox: Mailbox, params: dict[
     location = router.link(ctx, {})
     requested = MAX_PAGE_PREFERENCE.search(request.header("prefer"))
     immutable = ctx.immutable
-    with emulator.lock:
+    with router.store.lock:
         folder = _target_folder(mailbox, params)
         text = request.query.get("$skiptoken") or request.query.get("$deltatoken")
         if text is None:
@@ -411,7 +406,7 @@ def contacts_delta(router: Router, ctx: Context, mailbox: Mailbox, params: dict[
                 mailbox.key.hex(), folder.id, "initial", 0, mailbox.seq, 0, 0, query.select, None, time.time()
             )
         else:
-            token = delta.decode(text, emulator.store.secret, location)
+            token = delta.decode(text, router.store.secret, location)
             delta.check_age(token, emulator.delta_valid_after, config.delta_token_max_age_s, location)
             if (token.mailbox, token.folder) != (mailbox.key.hex(), folder.id) or max(
                 token.start, token.end
@@ -457,7 +452,7 @@ def contacts_delta(router: Router, ctx: Context, mailbox: Mailbox, params: dict[
             token.page_size,
             token.issued,
         )
-    encoded = delta.encode(token, emulator.store.secret)
+    encoded = delta.encode(token, router.store.secret)
     return Response.json(
         200,
         {

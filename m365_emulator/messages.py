@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,6 +19,10 @@ from .errors import GraphError
 
 IMMUTABLE_PREFERENCE = re.compile(r'IdType\s*=\s*"?ImmutableId"?', re.IGNORECASE)
 JSON_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
 
 
 @dataclass
@@ -55,6 +61,17 @@ class Response:
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
         all_headers = {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})}
         return cls(status, all_headers, json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+
+    @classmethod
+    def error(cls, error: GraphError, request_id: str, client_request_id: str = "") -> Response:
+        """Graph's error envelope; a client that sent no client-request-id gets the request id echoed."""
+        inner = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            "request-id": request_id,
+            "client-request-id": client_request_id or request_id,
+        }
+        body = {"error": {"code": error.code, "message": error.message, "innerError": inner}}
+        return cls.json(error.status, body, error.headers)
 
     @classmethod
     def empty(cls, status: int = 204, headers: dict[str, str] | None = None) -> Response:

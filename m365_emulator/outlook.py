@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import copy
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .contacts import parse_contact_body
 from .errors import GraphError
 from .render import contact_json, folder_json
-from .state import Mailbox
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
+from .state import Mailbox, Store
 
 
 class Outlook:
-    def __init__(self, emulator: Emulator, upn: str) -> None:
-        self.emulator = emulator
+    def __init__(self, store: Store, upn: str) -> None:
+        self.store = store
         self.upn = upn
 
     def _mailbox(self) -> Mailbox:
-        mailbox = self.emulator.store.mailboxes.get(self.upn.lower())
+        mailbox = self.store.mailboxes.get(self.upn.lower())
         if mailbox is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{self.upn}' is invalid.")
         return mailbox
@@ -34,59 +31,54 @@ class Outlook:
 
     def list_folders(self) -> list[dict[str, Any]]:
         """Every folder of the mailbox, the default Contacts folder first."""
-        with self.emulator.lock:
+        with self.store.lock:
             return [folder_json(folder) for folder in self._mailbox().folders.values()]
 
     def create_folder(self, display_name: str, parent: str | None = None) -> dict[str, Any]:
-        with self.emulator.lock:
+        with self.store.change():
             mailbox = self._mailbox()
             parent_folder = mailbox.folder_by_name_or_id(parent) if parent else mailbox.root
             result = folder_json(mailbox.create_folder(display_name, parent_folder))
-        self.emulator.mutated()
         return result
 
     def list_contacts(self, folder: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Contacts of a folder (display name or id), oldest first; at most `limit` of them."""
-        with self.emulator.lock:
+        with self.store.lock:
             mailbox = self._mailbox()
             keys = islice(mailbox.folder_by_name_or_id(folder).keys_after(0), limit)
             return [self._json(mailbox, mailbox.contacts[key]) for _, key in keys]
 
     def get_contact(self, contact_id: str) -> dict[str, Any]:
-        with self.emulator.lock:
+        with self.store.lock:
             mailbox = self._mailbox()
             return self._json(mailbox, mailbox.contact(contact_id))
 
     def create_contact(self, folder: str, data: dict[str, Any]) -> dict[str, Any]:
         changes, extended = parse_contact_body(data)
-        with self.emulator.lock:
+        with self.store.change():
             mailbox = self._mailbox()
             contact = mailbox.create_contact(mailbox.folder_by_name_or_id(folder), changes, extended)
             result = self._json(mailbox, contact)
-        self.emulator.mutated()
         return result
 
     def update_contact(self, contact_id: str, data: dict[str, Any]) -> dict[str, Any]:
         changes, extended = parse_contact_body(data)
-        with self.emulator.lock:
+        with self.store.change():
             mailbox = self._mailbox()
             contact = mailbox.contact(contact_id)
             mailbox.update_contact(contact, changes, extended)
             result = self._json(mailbox, contact)
-        self.emulator.mutated()
         return result
 
     def move_contact(self, contact_id: str, folder: str) -> dict[str, Any]:
-        with self.emulator.lock:
+        with self.store.change():
             mailbox = self._mailbox()
             contact = mailbox.contact(contact_id)
             mailbox.move_contact(contact, mailbox.folder_by_name_or_id(folder))
             result = self._json(mailbox, contact)
-        self.emulator.mutated()
         return result
 
     def delete_contact(self, contact_id: str) -> None:
-        with self.emulator.lock:
+        with self.store.change():
             mailbox = self._mailbox()
             mailbox.delete_contact(mailbox.contact(contact_id))
-        self.emulator.mutated()

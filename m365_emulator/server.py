@@ -1,13 +1,95 @@
-"""HTTP front end: a stdlib ThreadingHTTPServer that hands every request to Emulator.handle."""
+"""HTTP front end: Front routes every request (sign-in, Graph, /_emulator, the Outlook page), and a
+stdlib ThreadingHTTPServer hands each request to it."""
 
 from __future__ import annotations
 
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from . import control_routes, html
 from .config import EmulatorConfig
 from .emulator import Emulator
-from .messages import Request
+from .errors import GraphError
+from .graph_routes import Router
+from .messages import Context, Request, Response, new_request_id
+
+_OPENID = re.compile(r"^/([^/]+)(?:/v2\.0)?/\.well-known/openid-configuration$", re.IGNORECASE)
+_TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.IGNORECASE)
+_INSTANCE_DISCOVERY = re.compile(r"^/common/discovery/instance$", re.IGNORECASE)
+_GRAPH = re.compile(r"^/v1\.0(?=/|$)", re.IGNORECASE)
+
+
+class Front:
+    """The top-level dispatch of every HTTP request to one Emulator; owns the Graph Router."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.router = Router(emulator)
+
+    def handle(self, request: Request) -> Response:
+        request_id = new_request_id()
+        client_request_id = request.header("client-request-id") or request_id
+        try:
+            response = self._dispatch(request, request_id, client_request_id)
+        except GraphError as error:
+            response = Response.error(error, request_id, client_request_id)
+        response.headers.setdefault("request-id", request_id)
+        response.headers.setdefault("client-request-id", client_request_id)
+        return response
+
+    def _dispatch(self, request: Request, request_id: str, client_request_id: str) -> Response:
+        path = request.path
+        if path == "/_emulator" or path.startswith("/_emulator/"):
+            return control_routes.handle(self.emulator, request)
+        if path == "/" or path.startswith("/_ui/"):
+            return html.handle(self.emulator, request)
+        graph = _GRAPH.match(path)
+        if graph:
+            return self._graph(request, path[graph.end() :] or "/", request_id, client_request_id)
+        return self._sign_in(request)
+
+    def _graph(self, request: Request, path: str, request_id: str, client_request_id: str) -> Response:
+        emulator = self.emulator
+        ctx = Context(Request(request.method, path, request.query, request.headers, request.body))
+        try:
+            emulator.auth.check_bearer(request)
+            response = self.router.run(ctx)
+        except GraphError as error:
+            response = Response.error(error, request_id, client_request_id)
+        if ctx.preferences_applied and response.status < 400:
+            response.headers["Preference-Applied"] = ", ".join(ctx.preferences_applied)
+        emulator.stats_.record(
+            kind="graph",
+            route=ctx.route or f"{request.method} (unmatched)",
+            status=response.status,
+            mailbox=ctx.upn,
+            outcome=ctx.outcome,
+        )
+        return response
+
+    def _sign_in(self, request: Request) -> Response:
+        emulator = self.emulator
+        path = request.path
+        token = _TOKEN.match(path)
+        if token and request.method == "POST":
+            emulator.sleep_latency()
+            response = emulator.auth.token(token.group(1), request)
+            emulator.stats_.record(
+                kind="token", route="POST /{tenant}/oauth2/v2.0/token", status=response.status
+            )
+            return response
+        if request.method == "GET" and _INSTANCE_DISCOVERY.match(path):
+            response = emulator.auth.instance_discovery(request)
+            route = "GET /common/discovery/instance"
+        elif request.method == "GET" and (openid := _OPENID.match(path)):
+            response = emulator.auth.openid_configuration(openid.group(1))
+            route = "GET /{tenant}/v2.0/.well-known/openid-configuration"
+        else:
+            raise GraphError(404, "NotFound", f"No emulated endpoint at {request.method} {path}.")
+        emulator.sleep_latency()
+        emulator.stats_.record(kind="auth", route=route, status=response.status)
+        return response
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -24,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         request = Request.from_target(self.command, self.path, headers, body)
-        response = self.server.emulator.handle(request)
+        response = self.server.front.handle(request)
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -47,6 +129,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def __init__(self, emulator: Emulator, host: str, port: int, verbose: bool = False) -> None:
         super().__init__((host, port), _Handler)
         self.emulator = emulator
+        self.front = Front(emulator)
         self.verbose = verbose
 
 
@@ -59,6 +142,7 @@ class RunningEmulator:
         host, port = server.server_address[:2]
         self.url = f"http://{host}:{port}"
         self.emulator = server.emulator
+        self.front = server.front  # tests wrap front.router.run to intercept Graph requests
 
     def wait(self) -> None:
         """Block until the server stops (used by the command line)."""

@@ -2,8 +2,9 @@
 
 Every mutation goes through the functions here, whether a Graph request, the Outlook back door or the
 HTML page asked for it, so change keys, timestamps and the journal behave the same for all of them.
-Callers hold Emulator.lock. Lookups by id are dict hits; each folder keeps its members in insertion
-order (an append-only list with lazily purged tombstones) so paging never copies a whole folder.
+Callers hold Store.lock; writers take it with `with store.change():`. Lookups by id are dict hits; each
+folder keeps its members in insertion order (an append-only list with lazily purged tombstones) so
+paging never copies a whole folder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import base64
 import bisect
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import ids
@@ -328,11 +331,32 @@ class Mailbox:
 
 
 class Store:
-    """All mailboxes of the tenant, keyed by lower-case UPN, and the secret that signs delta tokens."""
+    """All mailboxes of the tenant, keyed by lower-case UPN, and the secret that signs delta tokens.
+
+    `lock` guards everything here. Writers use `with store.change():`, which holds the lock and, once
+    the write succeeded, calls `on_change` (the state file's saver, when there is one)."""
 
     def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.on_change: Callable[[], None] | None = None
         self.mailboxes: dict[str, Mailbox] = {}
         self.secret = secrets.token_bytes(32)
+
+    @contextmanager
+    def change(self) -> Iterator[None]:
+        with self.lock:
+            yield
+        if self.on_change is not None:
+            self.on_change()
+
+    def reset(self, upns: list[str]) -> None:
+        """Empty again, with a fresh mailbox per UPN and a new delta-token secret (so tokens issued
+        before no longer decode). In place, so whoever holds this Store sees the reset."""
+        with self.change():
+            self.mailboxes = {}
+            self.secret = secrets.token_bytes(32)
+            for upn in upns:
+                self.add_mailbox(upn)
 
     def add_mailbox(self, upn: str, rest_enabled: bool = True) -> Mailbox:
         existing = self.mailboxes.get(upn.lower())
@@ -355,11 +379,12 @@ class Store:
         return mailbox
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "secret": self.secret.hex(),
-            "mailboxes": [mailbox.to_json() for mailbox in self.mailboxes.values()],
-        }
+        with self.lock:
+            return {
+                "version": 1,
+                "secret": self.secret.hex(),
+                "mailboxes": [mailbox.to_json() for mailbox in self.mailboxes.values()],
+            }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Store:

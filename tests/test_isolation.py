@@ -17,7 +17,9 @@ from django.contrib import admin
 from django.urls import URLPattern, reverse
 from django_q.models import OrmQ, Schedule
 
-from exchange_sync import admin as exchange_sync_admin
+from exchange_sync.admin import job_queue as job_queue_pages
+from exchange_sync.admin import runs as run_pages
+from exchange_sync.admin import setups as setup_pages
 from exchange_sync.models import (
     ActivityLog,
     ConnectionStatus,
@@ -147,7 +149,8 @@ def button_urls(obj) -> list[str]:
     known_buttons = sorted(
         {
             slug
-            for name, value in vars(exchange_sync_admin).items()
+            for pages in (setup_pages, run_pages, job_queue_pages)
+            for name, value in vars(pages).items()
             if name.endswith("_BUTTONS") and isinstance(value, dict)
             for slug in value
         }

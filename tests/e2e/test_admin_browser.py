@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from contacts.models import Contact
-from exchange_sync import services
 from exchange_sync.models import ActivityLog, ContactSyncSetup, RunStatus, SyncMode, SyncRun, UserCard
+from exchange_sync.services import contact_sync
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 from tests.http_client import PASSWORD
 
@@ -50,7 +50,7 @@ def test_a_salesperson_syncs_from_the_browser(live_server, m365, page: Page, sho
     ann = UserFactory(username="ann")
     bob = UserFactory(username="bob")
     UserCardFactory(user=bob, microsoft_365_email="bob@contoso.test")
-    _, bobs_setup = services.setups_for(user=bob)
+    _, bobs_setup = contact_sync.setups_for(user=bob)
     for first, city in [("Ada", "London"), ("Alan", "London"), ("Grace", "Paris"), ("Edsger", "Amsterdam")]:
         PersonFactory(first_name=first, surname="Tester", city=city, email=f"{first.lower()}@example.com")
 
@@ -167,7 +167,7 @@ def test_what_outlook_sends_is_shown_escaped(live_server, m365, page: Page, shot
     boss = UserFactory(username="boss", is_superuser=True)
     UserCardFactory(user=boss, microsoft_365_email="boss@contoso.test")
     m365.emulator.add_mailbox("boss@contoso.test")
-    assert services.validate_exchange_connection(user=boss).ok
+    assert contact_sync.validate_exchange_connection(user=boss).ok
     m365.emulator.outlook("boss@contoso.test").create_contact(
         "Business Central",
         {

@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from exchange_sync.models import ActivityLog, ContactSyncSetup, RunStatus, SyncMode, SyncRun
-from exchange_sync.services import setups_for
+from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 
 

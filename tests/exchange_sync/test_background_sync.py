@@ -13,9 +13,9 @@ from django.utils.html import escape
 from django_q.conf import Conf
 from django_q.models import Schedule
 
-from exchange_sync import job_queue
 from exchange_sync.models import ExchangeSyncSetup, JobQueueEntry, JobStatus, SyncRun
-from exchange_sync.services import setups_for
+from exchange_sync.services import job_queue
+from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory
 
 NOTICE = (
@@ -61,7 +61,7 @@ def test_allow_policy_switches_on_off_on_and_creates_the_6700_entry_once(staff_u
     assert (entry.object_type_to_run, entry.object_id_to_run, entry.user) == ("codeunit", 6700, staff_user)
     assert entry.description == job_queue.DEFAULT_ENTRY_DESCRIPTION
     assert (entry.recurring, entry.minutes_between_runs, entry.status) == (True, 1440, JobStatus.READY)
-    assert all(getattr(entry, field) for field in job_queue.WEEKDAY_FIELDS)
+    assert all(getattr(entry, field) for field in JobQueueEntry.WEEKDAY_FIELDS)
     assert Schedule.objects.get().pk == entry.schedule_id
 
     job_queue.set_background_sync(user=staff_user, enabled=False)
@@ -243,7 +243,7 @@ def test_the_card_refuses_an_unknown_object_id_and_saves_through_the_service(adm
         "minutes_between_runs": "1",
         "earliest_start_at_0": "2026-01-01",
         "earliest_start_at_1": "00:00:00",
-        **{field: "on" for field in job_queue.WEEKDAY_FIELDS},
+        **{field: "on" for field in JobQueueEntry.WEEKDAY_FIELDS},
     }
     page = admin_client.get(add).content.decode()
     assert "Known Object IDs: 6700: Exchange Sync" in page

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from contacts.models import Contact
-from exchange_sync import services
 from exchange_sync.graph import reset_graph_client_cache
 from exchange_sync.sync.filters import FilterError
 from exchange_sync.models import (
@@ -26,6 +25,7 @@ from exchange_sync.models import (
     SyncRun,
     UserCard,
 )
+from exchange_sync.services import contact_sync
 from tests.factories import PersonFactory
 
 pytestmark = pytest.mark.django_db
@@ -38,8 +38,8 @@ HEBREW = "\u202e\u05e9\u05dc\u05d5\u05dd\u202c"  # right-to-left override around
 
 
 def sync(user, mode: str = SyncMode.SYNC) -> SyncRun:
-    run = services.request_contact_sync(user=user, mode=mode, enqueue=False)
-    return services.run_contact_sync(run_id=run.pk)
+    run = contact_sync.request_contact_sync(user=user, mode=mode, enqueue=False)
+    return contact_sync.run_contact_sync(run_id=run.pk)
 
 
 def person(name: str, email: str | None, **fields: Any) -> dict[str, Any]:
@@ -269,7 +269,7 @@ def test_an_outlook_contact_business_central_cannot_use_is_skipped_with_the_reas
 def test_a_broken_filter_fails_the_run_naming_the_problem_and_writes_nothing(
     sync_user, outlook, folder_id, neighbours, contact_filter, named
 ):
-    _, setup = services.setups_for(user=sync_user)
+    _, setup = contact_sync.setups_for(user=sync_user)
     # Saved behind the form's back (an old row, a direct database edit): the run must still refuse it.
     ContactSyncSetup.objects.filter(pk=setup.pk).update(contact_filter=contact_filter)
 

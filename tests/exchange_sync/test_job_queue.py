@@ -12,7 +12,6 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from exchange_sync import job_queue
 from exchange_sync.models import (
     ContactSyncSetup,
     ExchangeSyncSetup,
@@ -23,10 +22,11 @@ from exchange_sync.models import (
     SyncRun,
     SyncTrigger,
 )
-from exchange_sync.services import request_contact_sync
+from exchange_sync.services import job_queue
+from exchange_sync.services.contact_sync import request_contact_sync
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 
-ALL_WEEKDAYS = dict.fromkeys(job_queue.WEEKDAY_FIELDS, True)
+ALL_WEEKDAYS = dict.fromkeys(JobQueueEntry.WEEKDAY_FIELDS, True)
 
 
 def new_entry(user, **fields) -> JobQueueEntry:
@@ -164,39 +164,35 @@ def unsaved(**fields) -> JobQueueEntry:
 def test_next_run_after_a_run_skips_missed_slots_and_keeps_the_cadence():
     entry = unsaved(minutes_between_runs=60)
     now = at("2026-11-25T10:20")  # a Wednesday
-    assert job_queue.compute_next_run(entry=entry, anchor=at("2026-11-25T10:00"), now=now) == at(
-        "2026-11-25T11:00"
-    )
-    assert job_queue.compute_next_run(entry=entry, anchor=at("2026-11-25T07:00"), now=now) == at(
-        "2026-11-25T11:00"
-    )
+    assert entry.next_run(anchor=at("2026-11-25T10:00"), now=now) == at("2026-11-25T11:00")
+    assert entry.next_run(anchor=at("2026-11-25T07:00"), now=now) == at("2026-11-25T11:00")
 
 
 def test_a_slot_on_a_day_the_entry_does_not_run_moves_to_the_start_of_the_next_run_day(settings):
     settings.TIME_ZONE = "UTC"
     entry = unsaved(minutes_between_runs=1440, run_on_saturdays=False, run_on_sundays=False)
     friday = at("2026-11-27T09:00")
-    assert job_queue.compute_next_run(entry=entry, anchor=friday, now=friday) == at("2026-11-30T00:00")
+    assert entry.next_run(anchor=friday, now=friday) == at("2026-11-30T00:00")
 
 
 def test_a_new_entry_runs_at_its_earliest_start_or_now_and_never_on_an_off_day(settings):
     settings.TIME_ZONE = "UTC"
     later = at("2026-12-01T08:00")
     now = at("2026-11-25T10:00")  # Wednesday
-    assert job_queue.compute_next_run(entry=unsaved(earliest_start_at=later), anchor=None, now=now) == later
-    assert job_queue.compute_next_run(entry=unsaved(), anchor=None, now=now) == now
+    assert unsaved(earliest_start_at=later).next_run(anchor=None, now=now) == later
+    assert unsaved().next_run(anchor=None, now=now) == now
     not_wednesday = unsaved(run_on_wednesdays=False)
-    assert job_queue.compute_next_run(entry=not_wednesday, anchor=None, now=now) == at("2026-11-26T00:00")
+    assert not_wednesday.next_run(anchor=None, now=now) == at("2026-11-26T00:00")
 
 
 def test_a_one_off_entry_has_no_next_run_once_it_ran():
     entry = unsaved(recurring=False)
     now = at("2026-11-25T10:00")
-    assert job_queue.compute_next_run(entry=entry, anchor=None, now=now) == now
-    assert job_queue.compute_next_run(entry=entry, anchor=now, now=now) is None
+    assert entry.next_run(anchor=None, now=now) == now
+    assert entry.next_run(anchor=now, now=now) is None
 
 
-# --- the registry -------------------------------------------------------------------------------------
+# --- the runners --------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -215,7 +211,7 @@ def test_an_unknown_object_id_is_refused_with_the_known_ones(staff_user):
 @pytest.mark.django_db
 def test_a_recurring_entry_needs_minutes_and_a_weekday(staff_user):
     entry = JobQueueEntry(
-        user=staff_user, minutes_between_runs=0, **dict.fromkeys(job_queue.WEEKDAY_FIELDS, False)
+        user=staff_user, minutes_between_runs=0, **dict.fromkeys(JobQueueEntry.WEEKDAY_FIELDS, False)
     )
     with pytest.raises(ValidationError) as refused:
         entry.full_clean()
@@ -378,7 +374,7 @@ def test_an_unexpected_error_leaves_the_entry_in_error_with_a_readable_message(s
     def boom(entry, claim):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setitem(job_queue.REGISTRY, 6700, job_queue.JobObject(caption="Boom", run=boom))
+    monkeypatch.setitem(job_queue.RUNNERS, 6700, boom)
     entry = job_queue.run_job_queue_entry(entry_id=new_entry(staff_user).pk)
     assert entry.status == JobStatus.ERROR
     assert entry.last_error == "Unexpected error (RuntimeError); the details are in the server log."
@@ -389,6 +385,6 @@ def test_an_entry_deleted_during_its_run_is_left_deleted(staff_user, monkeypatch
     def delete_me(entry, claim):
         job_queue.delete_job_queue_entry(entry=entry)
 
-    monkeypatch.setitem(job_queue.REGISTRY, 6700, job_queue.JobObject(caption="Self-deleting", run=delete_me))
+    monkeypatch.setitem(job_queue.RUNNERS, 6700, delete_me)
     assert job_queue.run_job_queue_entry(entry_id=new_entry(staff_user).pk) is None
     assert not JobQueueEntry.objects.exists() and not Schedule.objects.exists()

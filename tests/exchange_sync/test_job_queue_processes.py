@@ -21,9 +21,9 @@ from django.utils import timezone
 from django_q.models import Task
 from django_q.tasks import async_task
 
-from exchange_sync import job_queue
 from exchange_sync.models import ContactSyncSetup, JobQueueEntry, JobStatus, RunStatus, SyncRun, SyncTrigger
-from exchange_sync.services import setups_for
+from exchange_sync.services import job_queue
+from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -146,16 +146,16 @@ import sys, time
 import django
 django.setup()
 from django.contrib.auth import get_user_model
-from exchange_sync import services
+from exchange_sync.services import contact_sync
 start, names = float(sys.argv[1]), sys.argv[2:]
 for i, name in enumerate(names):
     user = get_user_model().objects.get(username=name)
     while time.time() < start + i * 0.3:
         pass
     try:
-        run = services.request_contact_sync(user=user, mode="sync", trigger="command", enqueue=False)
+        run = contact_sync.request_contact_sync(user=user, mode="sync", trigger="command", enqueue=False)
         print(name, "run", run.pk, flush=True)
-    except services.SyncRefused:
+    except contact_sync.SyncRefused:
         print(name, "refused", flush=True)
 """
 

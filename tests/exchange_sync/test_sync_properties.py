@@ -26,7 +26,6 @@ from hypothesis.stateful import (
 )
 
 from contacts.models import Contact, ContactType
-from exchange_sync import services
 from exchange_sync.models import (
     ActivityLog,
     ContactLink,
@@ -36,6 +35,7 @@ from exchange_sync.models import (
     SyncMode,
     SyncRun,
 )
+from exchange_sync.services import contact_sync
 from exchange_sync.sync.engine import _countries, scope_queryset
 from exchange_sync.sync.mapping import bc_record, outlook_contact
 
@@ -139,8 +139,8 @@ class SyncMachine(RuleBasedStateMachine):
         return ContactLink.objects.filter(graph_id=graph_id).values_list("contact_id", flat=True).first()
 
     def sync(self, mode: str) -> SyncRun:
-        run = services.request_contact_sync(user=self.user, mode=mode, enqueue=False)
-        run = services.run_contact_sync(run_id=run.pk)
+        run = contact_sync.request_contact_sync(user=self.user, mode=mode, enqueue=False)
+        run = contact_sync.run_contact_sync(run_id=run.pk)
         self.runs.append(run)
         return run
 

@@ -158,7 +158,7 @@ def test_a_match_whose_first_write_failed_is_kept_so_the_next_sync_creates_no_se
     ada = PersonFactory(first_name="Ada", surname="Lovelace", email="ada@example.com", job_title="Engineer")
     outlook.create_folder(FOLDER)  # the folder already holds her, as when sync is turned on late
     outlook.create_contact(FOLDER, {"givenName": "Ada", "emailAddresses": [{"address": "ADA@example.com"}]})
-    router = m365.emulator.router
+    router = m365.front.router
     original = router.run
 
     def refuse_updates(ctx):

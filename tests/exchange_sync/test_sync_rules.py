@@ -1,7 +1,7 @@
 """The sync rules end to end: the real Graph client over real HTTP against the emulator, a real
 database, and the Outlook side driven as a person editing in Outlook would (the emulator's back door).
 
-Every run goes through `services.request_contact_sync` + `services.run_contact_sync`; every test
+Every run goes through `contact_sync.request_contact_sync` + `contact_sync.run_contact_sync`; every test
 asserts on both sides (the folder and the Contact table) and on what the Activity Log tells a person.
 """
 
@@ -17,7 +17,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from contacts.models import Contact, ContactType, CountryRegion
-from exchange_sync import services
 from exchange_sync.graph import reset_graph_client_cache
 from exchange_sync.models import (
     ActivityLog,
@@ -31,6 +30,7 @@ from exchange_sync.models import (
     SyncMode,
     SyncRun,
 )
+from exchange_sync.services import contact_sync
 from exchange_sync.sync.engine import _countries
 from exchange_sync.sync.mapping import FAX_PROPERTY_ID, bc_record, outlook_contact
 from exchange_sync.sync.planner import CREATING
@@ -49,8 +49,8 @@ DELTA_ROUTE = "GET /users/{upn}/contactFolders/{fid}/contacts/delta"
 
 def sync(user, mode: str = SyncMode.SYNC, **options: Any) -> SyncRun:
     """Request and run one sync in this process; the finished SyncRun."""
-    run = services.request_contact_sync(user=user, mode=mode, enqueue=False, **options)
-    return services.run_contact_sync(run_id=run.pk)
+    run = contact_sync.request_contact_sync(user=user, mode=mode, enqueue=False, **options)
+    return contact_sync.run_contact_sync(run_id=run.pk)
 
 
 def ok(run: SyncRun) -> SyncRun:
@@ -132,7 +132,7 @@ def test_only_in_scope_persons_go_to_outlook(user, outlook):
     PersonFactory(email="", territory_code="EU")
     PersonFactory(email="blocked@example.com", territory_code="EU", privacy_blocked=True)
     PersonFactory(email="outside@example.com", territory_code="US")
-    assert services.set_sync_filter(user=user, filters={"territory_code": "EU"})
+    assert contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU"})
 
     run = ok(sync(user))
 
@@ -470,9 +470,9 @@ def _leave_scope_in_three_ways(user) -> tuple[Contact, Contact, Contact, Contact
     filtered = PersonFactory(email="filtered@example.com", city="Paris", territory_code="EU")
     company = PersonFactory(email="company@example.com", city="London", territory_code="EU")
     no_email = PersonFactory(email="no.email@example.com", city="London", territory_code="EU")
-    services.set_sync_filter(user=user, filters={"territory_code": "EU"})
+    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU"})
     assert counts(ok(sync(user))) == {"created": 4}
-    services.set_sync_filter(user=user, filters={"territory_code": "EU", "city": "London"})
+    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU", "city": "London"})
     company.type = ContactType.COMPANY
     company.save()
     no_email.email = ""
@@ -514,7 +514,7 @@ def test_leaving_the_scope_keeps_the_outlook_copy_by_default(user, outlook):
 
 
 def test_leaving_the_scope_removes_the_outlook_copy_with_the_remove_policy(user, outlook):
-    _, setup = services.setups_for(user=user)
+    _, setup = contact_sync.setups_for(user=user)
     ContactSyncSetup.objects.filter(pk=setup.pk).update(out_of_scope_policy="remove")
     _stays, filtered, company, no_email = _leave_scope_in_three_ways(user)
 
@@ -561,7 +561,7 @@ def test_privacy_blocked_is_always_removed_even_when_detached(user, outlook):
 
 def test_a_detached_contact_that_comes_back_into_scope_is_synced_again(user, outlook):
     ada = PersonFactory(email="ada@example.com", territory_code="EU")
-    services.set_sync_filter(user=user, filters={"territory_code": "EU"})
+    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU"})
     ok(sync(user))
     graph_id = link_of(ada).graph_id
     Contact.objects.filter(pk=ada.pk).update(territory_code="US")
@@ -849,13 +849,15 @@ def test_a_quiet_sync_costs_at_most_three_graph_requests(user, emulator):
     assert emulator.stats()["inner_requests"] == 0
 
 
-def test_a_run_that_fails_mid_way_keeps_the_watermark_and_the_next_sync_catches_up(user, outlook, emulator):
+def test_a_run_that_fails_mid_way_keeps_the_watermark_and_the_next_sync_catches_up(
+    user, outlook, emulator, m365
+):
     PersonFactory.create_batch(5)
     ok(sync(user))
     before = setup_of(user)
     PersonFactory.create_batch(45)
     # The mailbox stops answering (licence removed, say) after 20 of the 45 creates have landed.
-    router_run = emulator.router.run
+    router_run = m365.front.router.run
     creates = []
     one_at_a_time = threading.Lock()  # the $batch calls run in parallel
 
@@ -868,11 +870,11 @@ def test_a_run_that_fails_mid_way_keeps_the_watermark_and_the_next_sync_catches_
                 emulator.add_mailbox(MAILBOX, rest_enabled=False)
             return router_run(ctx)
 
-    emulator.router.run = disable_after_20_creates
+    m365.front.router.run = disable_after_20_creates
     try:
         failed = sync(user)
     finally:
-        emulator.router.run = router_run
+        m365.front.router.run = router_run
 
     assert failed.status == RunStatus.FAILED
     assert failed.error.startswith("Microsoft 365 has no Exchange Online mailbox for ann@contoso.test")
@@ -944,16 +946,16 @@ def test_a_wrong_client_secret_fails_the_run_without_moving_the_watermark(user, 
 
 
 def test_a_second_request_while_one_is_queued_is_refused(user):
-    first = services.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
+    first = contact_sync.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
 
-    with pytest.raises(services.SyncRefused) as refused:
-        services.request_contact_sync(user=user, mode=SyncMode.FULL, enqueue=False)
+    with pytest.raises(contact_sync.SyncRefused) as refused:
+        contact_sync.request_contact_sync(user=user, mode=SyncMode.FULL, enqueue=False)
 
     assert str(refused.value) == (
         "A Sync with Microsoft 365 is already queued for ann; wait for it to finish, then try again."
     )
     assert list(SyncRun.objects.values_list("pk", flat=True)) == [first.pk]
-    assert ok(services.run_contact_sync(run_id=first.pk)).pk == first.pk
+    assert ok(contact_sync.run_contact_sync(run_id=first.pk)).pk == first.pk
     assert setup_of(user).active_run is None
     assert ok(sync(user)).status == RunStatus.SUCCEEDED  # free again once it finished
 
@@ -961,22 +963,22 @@ def test_a_second_request_while_one_is_queued_is_refused(user):
 def test_a_stale_claim_is_taken_over_and_the_old_run_marked_interrupted(user, settings, outlook):
     PersonFactory(email="ada@example.com")
     settings.SYNC_CLAIM_STALE_SECONDS = 5
-    stuck = services.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
-    with pytest.raises(services.SyncRefused):
-        services.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
+    stuck = contact_sync.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
+    with pytest.raises(contact_sync.SyncRefused):
+        contact_sync.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
     ContactSyncSetup.objects.filter(user=user).update(
         claimed_at=setup_of(user).claimed_at - timedelta(seconds=6)
     )
 
-    fresh = services.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
+    fresh = contact_sync.request_contact_sync(user=user, mode=SyncMode.SYNC, enqueue=False)
 
     stuck.refresh_from_db()
     assert stuck.status == RunStatus.FAILED
     assert stuck.error.startswith("Interrupted")
     assert setup_of(user).active_run_id == fresh.pk
     # The stuck run, delivered late, does nothing; the new one syncs.
-    assert services.run_contact_sync(run_id=stuck.pk).status == RunStatus.FAILED
-    assert counts(ok(services.run_contact_sync(run_id=fresh.pk))) == {"created": 1}
+    assert contact_sync.run_contact_sync(run_id=stuck.pk).status == RunStatus.FAILED
+    assert counts(ok(contact_sync.run_contact_sync(run_id=fresh.pk))) == {"created": 1}
     assert list(folder(outlook)) == ["ada@example.com"]
 
 
@@ -986,7 +988,7 @@ def test_a_stale_claim_is_taken_over_and_the_old_run_marked_interrupted(user, se
 def test_validate_exchange_connection_succeeds_and_creates_the_folder(user, outlook):
     assert FOLDER not in [f["displayName"] for f in outlook.list_folders()]
 
-    check = services.validate_exchange_connection(user=user)
+    check = contact_sync.validate_exchange_connection(user=user)
 
     assert check.ok
     assert check.message == (
@@ -1002,14 +1004,14 @@ def test_validate_exchange_connection_succeeds_and_creates_the_folder(user, outl
     assert setup_of(user).folder_id == next(
         f["id"] for f in outlook.list_folders() if f["displayName"] == FOLDER
     )
-    assert services.validate_exchange_connection(user=user).ok  # found, not created twice
+    assert contact_sync.validate_exchange_connection(user=user).ok  # found, not created twice
     assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
 
 
 def test_validate_names_the_missing_microsoft_365_email(m365):
     bob = UserFactory(username="bob")
 
-    check = services.validate_exchange_connection(user=bob)
+    check = contact_sync.validate_exchange_connection(user=bob)
 
     assert not check.ok
     assert check.message.startswith("Cannot connect to Microsoft 365 (Microsoft 365 email): ")
@@ -1021,7 +1023,7 @@ def test_validate_names_the_sign_in_step_and_hides_the_secret(user, settings):
     settings.M365_CLIENT_SECRET = "wrong-secret-4711"
     reset_graph_client_cache()
 
-    check = services.validate_exchange_connection(user=user)
+    check = contact_sync.validate_exchange_connection(user=user)
 
     assert not check.ok
     assert check.message.startswith("Cannot connect to Microsoft 365 (sign-in to Microsoft 365): ")
@@ -1032,7 +1034,7 @@ def test_validate_names_the_sign_in_step_and_hides_the_secret(user, settings):
 def test_validate_names_an_unknown_mailbox(m365):
     card = UserCardFactory(user=UserFactory(username="carl"), microsoft_365_email="nobody@contoso.test")
 
-    check = services.validate_exchange_connection(user=card.user)
+    check = contact_sync.validate_exchange_connection(user=card.user)
 
     assert not check.ok
     assert check.message.startswith("Cannot connect to Microsoft 365 (mailbox nobody@contoso.test): ")

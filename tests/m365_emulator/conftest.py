@@ -12,7 +12,7 @@ import requests
 
 from m365_emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 from m365_emulator.schema import validate_contact_shape, validate_folder_shape
-from m365_emulator.transport import emulator_session
+from tests.m365_emulator.transport import emulator_session
 
 TENANT = "contoso-test"
 CLIENT_ID = "tests-client"

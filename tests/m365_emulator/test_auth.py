@@ -5,7 +5,7 @@ from __future__ import annotations
 import msal
 import pytest
 
-from m365_emulator.transport import emulator_session
+from tests.m365_emulator.transport import emulator_session
 
 from .conftest import ADA, CLIENT_ID, GRAPH, SECRET, TENANT, Graph
 

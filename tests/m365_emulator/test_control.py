@@ -106,6 +106,18 @@ def test_reset_wipes_back_to_configured_mailboxes(control, graph):
     assert graph.get(f"/users/{ADA}/contactFolders").json()["value"] == []
 
 
+def test_a_held_outlook_and_delta_link_see_the_reset(emulator, graph):
+    outlook = emulator.emulator.outlook(ADA)
+    folder = graph.folder()
+    outlook.create_contact(folder, {"givenName": "Before"})
+    delta = graph.get(f"/users/{ADA}/contactFolders/{folder}/contacts/delta").json()["@odata.deltaLink"]
+    emulator.emulator.reset()
+    assert [f["displayName"] for f in outlook.list_folders()] == ["Contacts"]
+    assert graph.get(delta).json()["error"]["code"] == "ErrorItemNotFound"  # its folder is gone
+    again = outlook.create_folder("Business Central")
+    assert outlook.create_contact(again["id"], {"givenName": "After"})["givenName"] == "After"
+
+
 def test_add_mailbox(control, graph):
     control.add_mailbox("new@contoso.test")
     assert graph.get("/users/new@contoso.test/contactFolders").status_code == 200

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from m365_emulator.config import EmulatorConfig
 from m365_emulator.throttle import Throttle
-from m365_emulator.transport import emulator_session
+from tests.m365_emulator.transport import emulator_session
 
 from .conftest import ADA, BOB, GRAPH, Graph
 

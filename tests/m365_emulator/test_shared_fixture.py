@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msal
 
-from m365_emulator.transport import emulator_session
+from tests.m365_emulator.transport import emulator_session
 
 
 def test_shared_fixture_signs_in_and_serves_graph(m365_emulator):

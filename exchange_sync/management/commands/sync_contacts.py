@@ -3,8 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from exchange_sync import services
 from exchange_sync.models import RunStatus, SyncMode, SyncTrigger
+from exchange_sync.services import contact_sync
 
 
 class Command(BaseCommand):
@@ -22,16 +22,16 @@ class Command(BaseCommand):
             raise CommandError(f"No user named {user!r}.")
         mode = SyncMode.PREVIEW if preview else SyncMode.FULL if full else SyncMode.SYNC
         try:
-            run = services.request_contact_sync(
+            run = contact_sync.request_contact_sync(
                 user=account,
                 mode=mode,
                 trigger=SyncTrigger.COMMAND,
                 allow_mass_delete=allow_mass_delete,
                 enqueue=False,
             )
-        except (services.SyncRefused, services.SetupIncomplete) as exc:
+        except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
             raise CommandError(str(exc)) from exc
-        run = services.run_contact_sync(run_id=run.pk)
+        run = contact_sync.run_contact_sync(run_id=run.pk)
         self.stdout.write(run.summary_line())
         if run.status != RunStatus.SUCCEEDED:
             raise CommandError(f"Run {run.pk} failed: {run.error}")

@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from exchange_sync import services
+from exchange_sync.services import contact_sync
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No user named {user!r}.")
         failed = 0
         for account in users.order_by("username"):
-            check = services.validate_exchange_connection(user=account)
+            check = contact_sync.validate_exchange_connection(user=account)
             failed += not check.ok
             self.stdout.write(f"{account.username}: {check.message}")
         if failed:

@@ -1,7 +1,8 @@
 """Test helper: a requests.Session that sends Microsoft's URLs to the emulator.
 
-Only tests import this (the server itself is stdlib-only). It rewrites scheme and host of every request
-to the emulator's base URL and keeps path and query, as the application's own adapter does.
+It lives with the tests because it needs requests and the emulator is stdlib-only. It rewrites scheme
+and host of every request to the emulator's base URL and keeps path and query, as the application's
+own adapter does.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Business Central's Job Queue (table 472) on django-q2, and Enable Background Synchronization.
 
-An entry names what it runs by Object ID (REGISTRY: 6700 is the contact sync of every user with
+An entry names what it runs by Object ID (RUNNERS: 6700 is the contact sync of every user with
 background synchronization enabled) and owns exactly one django-q2 Schedule, named
 ``job-queue-entry-<pk>`` and kept in step by the services here whenever the entry changes. The
 entry is the source of truth: its ``next_run_at`` (on a weekday it runs) is written to the
@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from . import services
-from .models import (
+from ..models import (
+    CodeunitId,
     ExchangeSyncSetup,
     JobQueueEntry,
     JobStatus,
@@ -40,10 +39,10 @@ from .models import (
     SyncRun,
     SyncTrigger,
 )
+from . import contact_sync
 
 logger = logging.getLogger(__name__)
 
-CONTACT_SYNC_OBJECT_ID = 6700
 DEFAULT_ENTRY_DESCRIPTION = (
     "Auto-created for retrieval of new data from Outlook and Bookings. Can be deleted if not used. "
     "Will be recreated when the feature is activated."
@@ -53,15 +52,6 @@ BACKGROUND_SYNC_NOTICE = (
     "and deactivate it, you won't be able to activate it again."
 )
 TASK_FUNC = "exchange_sync.tasks.run_job_queue_entry_task"
-WEEKDAY_FIELDS = (
-    "run_on_mondays",
-    "run_on_tuesdays",
-    "run_on_wednesdays",
-    "run_on_thursdays",
-    "run_on_fridays",
-    "run_on_saturdays",
-    "run_on_sundays",
-)
 RUNTIME_FIELDS = ("status", "last_run_at", "next_run_at", "last_error", "claimed_at", "schedule")
 # Schedule.minutes is a PositiveSmallIntegerField. Its value only shapes django-q2's own guess of
 # the next run; the entry overwrites Schedule.next_run after every run.
@@ -94,14 +84,6 @@ class Claim:
         return True
 
 
-@dataclass(frozen=True)
-class JobObject:
-    """What an Object ID to Run runs. `run` raises JobFailed with a readable message on failure."""
-
-    caption: str
-    run: Callable[[JobQueueEntry, Claim], None]
-
-
 class JobFailed(Exception):
     """The job ran but did not fully succeed; the message goes to the entry's Last Error."""
 
@@ -116,17 +98,17 @@ def sync_contacts_of_background_users(entry: JobQueueEntry, claim: Claim) -> Non
         if not claim.renew():
             raise JobFailed("Stopped: another worker took this job queue entry over.")
         try:
-            run = services.request_contact_sync(
+            run = contact_sync.request_contact_sync(
                 user=user,
                 mode=SyncMode.SYNC,
                 trigger=SyncTrigger.JOB_QUEUE,
                 job_queue_entry_id=entry.pk,
                 enqueue=False,
             )
-        except services.SyncRefused as exc:
+        except contact_sync.SyncRefused as exc:
             logger.info("Job queue entry %s skipped %s: %s", entry.pk, user, exc)
             continue
-        except services.SetupIncomplete as exc:
+        except contact_sync.SetupIncomplete as exc:
             run = SyncRun.objects.create(
                 user=user,
                 mode=SyncMode.SYNC,
@@ -137,73 +119,17 @@ def sync_contacts_of_background_users(entry: JobQueueEntry, claim: Claim) -> Non
                 error=str(exc),
             )
         else:
-            run = services.run_contact_sync(run_id=run.pk)
+            run = contact_sync.run_contact_sync(run_id=run.pk)
         if run.status == RunStatus.FAILED:
             failed.append(f"{user} (sync run #{run.pk}: {run.error})")
     if failed:
         raise JobFailed(f"Contact sync failed for {len(failed)} of {len(users)} users: " + "; ".join(failed))
 
 
-REGISTRY: dict[int, JobObject] = {
-    CONTACT_SYNC_OBJECT_ID: JobObject(
-        caption="Exchange Sync – contact sync of every user with background synchronization enabled",  # noqa: RUF001
-        run=sync_contacts_of_background_users,
-    ),
+# What each Object ID to Run runs. A runner raises JobFailed with a readable message on failure.
+RUNNERS: dict[int, Callable[[JobQueueEntry, Claim], None]] = {
+    CodeunitId.CONTACT_SYNC: sync_contacts_of_background_users,
 }
-
-
-def unknown_object_message(object_id: int | None) -> str:
-    known = ", ".join(f"{known_id} ({job.caption})" for known_id, job in sorted(REGISTRY.items()))
-    return f"There is no Codeunit {object_id} to run. Known Object IDs: {known}."
-
-
-def validate_object_id(object_id: int | None) -> None:
-    if object_id not in REGISTRY:
-        raise ValidationError(unknown_object_message(object_id), code="unknown_object_id")
-
-
-def run_weekdays(entry: JobQueueEntry) -> set[int]:
-    """The weekdays (Monday = 0) the entry runs on."""
-    return {day for day, field in enumerate(WEEKDAY_FIELDS) if getattr(entry, field)}
-
-
-def _on_a_run_day(entry: JobQueueEntry, moment: datetime) -> datetime | None:
-    """`moment` if it falls on a day the entry runs (in TIME_ZONE), else the start of the next such day."""
-    days = run_weekdays(entry)
-    if not days:
-        return None
-    local = timezone.localtime(moment)
-    if local.weekday() in days:
-        return moment
-    for offset in range(1, 8):
-        day = local.date() + timedelta(days=offset)
-        if day.weekday() in days:
-            return timezone.make_aware(datetime.combine(day, time.min))
-    return None  # unreachable: days is not empty
-
-
-def compute_next_run(*, entry: JobQueueEntry, anchor: datetime | None, now: datetime) -> datetime | None:
-    """When the entry should run next, never before `now` (missed slots are skipped, as with
-    catch_up off). `anchor` is when the last run was due (or started); None if it never ran.
-
-    A one-off entry runs once at its earliest start. A recurring one runs every No. of Minutes
-    between Runs after `anchor`, not before its earliest start, and only on its weekdays: a slot on
-    another day moves to the start of the next day it runs, as Business Central does.
-    """
-    if not entry.recurring:
-        return None if anchor else max(entry.earliest_start_at, now)
-    candidate = entry.earliest_start_at
-    if anchor is not None:
-        step = timedelta(minutes=entry.minutes_between_runs)
-        candidate = anchor + step
-        if candidate <= now:
-            candidate += step * ((now - candidate) // step + 1)
-        candidate = max(candidate, entry.earliest_start_at)
-    return _on_a_run_day(entry, max(candidate, now))
-
-
-def entry_label(entry: JobQueueEntry) -> str:
-    return f"Job Queue Entry {entry.get_object_type_to_run_display()} {entry.object_id_to_run}"
 
 
 def _schedule_name(entry: JobQueueEntry) -> str:
@@ -255,7 +181,7 @@ def save_job_queue_entry(*, entry: JobQueueEntry) -> JobQueueEntry:
                 attname = JobQueueEntry._meta.get_field(name).attname
                 setattr(entry, attname, getattr(current, attname))
         if entry.status == JobStatus.READY:
-            entry.next_run_at = compute_next_run(entry=entry, anchor=entry.last_run_at, now=timezone.now())
+            entry.next_run_at = entry.next_run(anchor=entry.last_run_at, now=timezone.now())
         entry.save()
         _sync_schedule(entry)
     return entry
@@ -273,7 +199,7 @@ def set_job_queue_entry_on_hold(*, entry: JobQueueEntry) -> JobQueueEntry:
     with transaction.atomic():
         entry = _locked(entry.pk)
         if entry.status == JobStatus.IN_PROCESS:
-            raise JobQueueRefused(f"{entry_label(entry)} is running; set it on hold when the run has ended.")
+            raise JobQueueRefused(f"{entry.label} is running; set it on hold when the run has ended.")
         entry.status = JobStatus.ON_HOLD
         entry.save(update_fields=["status"])
         _sync_schedule(entry)
@@ -285,9 +211,9 @@ def set_job_queue_entry_ready(*, entry: JobQueueEntry) -> JobQueueEntry:
     with transaction.atomic():
         entry = _locked(entry.pk)
         if entry.status == JobStatus.IN_PROCESS:
-            raise JobQueueRefused(f"{entry_label(entry)} is running; its status is set when the run ends.")
+            raise JobQueueRefused(f"{entry.label} is running; its status is set when the run ends.")
         entry.status = JobStatus.READY
-        entry.next_run_at = compute_next_run(entry=entry, anchor=entry.last_run_at, now=timezone.now())
+        entry.next_run_at = entry.next_run(anchor=entry.last_run_at, now=timezone.now())
         entry.save(update_fields=["status", "next_run_at"])
         _sync_schedule(entry)
     return entry
@@ -302,7 +228,7 @@ def run_job_queue_entry_now(*, entry: JobQueueEntry) -> None:
     ):
         entry.refresh_from_db(fields=["status"])
         raise JobQueueRefused(
-            f"{entry_label(entry)} is {entry.get_status_display()}; "
+            f"{entry.label} is {entry.get_status_display()}; "
             + ("it is running already." if entry.status == JobStatus.IN_PROCESS else "set it to Ready first.")
         )
     transaction.on_commit(
@@ -325,17 +251,17 @@ def run_job_queue_entry(*, entry_id: int) -> JobQueueEntry | None:
         return None
     entry = JobQueueEntry.objects.get(pk=entry_id)
     claim = Claim(entry_id=entry_id, claimed_at=now)
-    job = REGISTRY.get(entry.object_id_to_run)
+    runner = RUNNERS.get(entry.object_id_to_run)
     error = ""
     try:
-        if job is None:
-            raise JobFailed(unknown_object_message(entry.object_id_to_run))
-        job.run(entry, claim)
+        if runner is None:
+            raise JobFailed(entry.unknown_object_message())
+        runner(entry, claim)
     except JobFailed as exc:
         error = str(exc)
     except Exception as exc:
         logger.exception("Job queue entry %s failed", entry_id)
-        error = f"Unexpected error ({type(exc).__name__}); the details are in the server log."
+        error = contact_sync.UNEXPECTED_ERROR.format(name=type(exc).__name__)
     with transaction.atomic():
         entry = JobQueueEntry.objects.select_for_update().filter(pk=entry_id).first()
         if entry is None or entry.claimed_at != claim.claimed_at:
@@ -344,7 +270,7 @@ def run_job_queue_entry(*, entry_id: int) -> JobQueueEntry | None:
         entry.last_error = error
         entry.last_run_at = now
         entry.claimed_at = None
-        entry.next_run_at = compute_next_run(entry=entry, anchor=due, now=timezone.now())
+        entry.next_run_at = entry.next_run(anchor=due, now=timezone.now())
         entry.save(update_fields=["status", "last_error", "last_run_at", "claimed_at", "next_run_at"])
         _sync_schedule(entry)
     return entry
@@ -354,20 +280,20 @@ def ensure_contact_sync_entry(*, user: AbstractBaseUser) -> JobQueueEntry:
     """Business Central's default job queue entry for Codeunit 6700 (recurring, every weekday, every
     1440 minutes, starting now), created for `user` unless a 6700 entry already exists."""
     existing = JobQueueEntry.objects.filter(
-        object_type_to_run=ObjectType.CODEUNIT, object_id_to_run=CONTACT_SYNC_OBJECT_ID
+        object_type_to_run=ObjectType.CODEUNIT, object_id_to_run=CodeunitId.CONTACT_SYNC
     ).first()
     if existing is not None:
         return existing
     entry = JobQueueEntry(
         user=user,
         object_type_to_run=ObjectType.CODEUNIT,
-        object_id_to_run=CONTACT_SYNC_OBJECT_ID,
+        object_id_to_run=CodeunitId.CONTACT_SYNC,
         description=DEFAULT_ENTRY_DESCRIPTION,
         recurring=True,
         minutes_between_runs=1440,
         earliest_start_at=timezone.now(),
         status=JobStatus.READY,
-        **dict.fromkeys(WEEKDAY_FIELDS, True),
+        **dict.fromkeys(JobQueueEntry.WEEKDAY_FIELDS, True),
     )
     return save_job_queue_entry(entry=entry)
 
@@ -390,7 +316,7 @@ def set_background_sync(*, user: AbstractBaseUser, enabled: bool) -> ExchangeSyn
     """Enable Background Synchronization on or off for the user. Switching it on makes sure a
     Codeunit 6700 job queue entry exists. Under the legacy policy (Business Central v24+) it can be
     switched off but never on again: BackgroundSyncLocked carries Business Central's notice."""
-    setup, _ = services.setups_for(user=user)
+    setup, _ = contact_sync.setups_for(user=user)
     if enabled and not setup.enabled and background_sync_policy() == "legacy":
         raise BackgroundSyncLocked(BACKGROUND_SYNC_NOTICE)
     with transaction.atomic():

@@ -1,4 +1,5 @@
-"""Use cases. Admin pages, django-q2 tasks and management commands call these and nothing deeper."""
+"""Contact sync for one user: the setups, Validate Exchange Connection, the sync folder, requesting and
+running a sync, the sync filter and the Activity Log."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
-from .graph import GraphClient, GraphError, graph_client_from_settings
-from .models import (
+from ..graph import GraphClient, GraphError, graph_client_from_settings
+from ..models import (
     ActivityLog,
     ConnectionStatus,
     ContactLink,
@@ -25,10 +27,12 @@ from .models import (
     SyncTrigger,
     UserCard,
 )
-from .sync.engine import MassDeleteBlocked, SyncEngine
-from .sync.filters import FilterError, describe_filter, validate_filter
+from ..sync.engine import MassDeleteBlocked, SyncEngine
+from ..sync.filters import FilterError, describe_filter, validate_filter
 
 logger = logging.getLogger(__name__)
+
+UNEXPECTED_ERROR = "Unexpected error ({name}); the details are in the server log."
 
 
 class SetupIncomplete(Exception):
@@ -37,6 +41,10 @@ class SetupIncomplete(Exception):
 
 class SyncRefused(Exception):
     """A run was not started; the message says why."""
+
+
+# The failures a run reports as they are: their message is for the user.
+EXPECTED_FAILURES = (SetupIncomplete, SyncRefused, GraphError, FilterError, MassDeleteBlocked)
 
 
 def setups_for(*, user: AbstractBaseUser) -> tuple[ExchangeSyncSetup, ContactSyncSetup]:
@@ -167,8 +175,6 @@ def request_contact_sync(
 
 
 def _enqueue(run: SyncRun) -> None:
-    from django_q.tasks import async_task
-
     async_task(
         "exchange_sync.tasks.run_contact_sync_task",
         run.pk,
@@ -208,11 +214,11 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
                 summary=f"{len(the_plan.actions)} actions planned" if run.mode == SyncMode.PREVIEW else "",
                 **engine.counts(),
             )
-    except (SetupIncomplete, SyncRefused, GraphError, FilterError, MassDeleteBlocked) as exc:
+    except EXPECTED_FAILURES as exc:
         _fail(run, engine, str(exc))
     except Exception as exc:
         logger.exception("Contact sync run %s failed", run.pk)
-        _fail(run, engine, f"Unexpected error ({type(exc).__name__}); the details are in the server log.")
+        _fail(run, engine, UNEXPECTED_ERROR.format(name=type(exc).__name__))
     finally:
         ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
     run.refresh_from_db()

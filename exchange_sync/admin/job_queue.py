@@ -1,0 +1,160 @@
+"""Business Central's Job Queue Entries list and Job Queue Entry Card, with their buttons."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from ..models import CodeunitId, JobQueueEntry
+from ..services import job_queue
+from .ownership import OwnedByUserAdmin, post_only_object
+
+JOB_QUEUE_BUTTONS = {
+    "run-now": ("Run Now", job_queue.run_job_queue_entry_now, "is queued to run now"),
+    "on-hold": ("Set On Hold", job_queue.set_job_queue_entry_on_hold, "is on hold"),
+    "ready": ("Set Status to Ready", job_queue.set_job_queue_entry_ready, "is ready"),
+}
+
+
+@admin.register(JobQueueEntry)
+class JobQueueEntryAdmin(OwnedByUserAdmin):
+    """Business Central's Job Queue Entries list and Job Queue Entry Card. Saving, deleting and the
+    status buttons go through exchange_sync.services.job_queue, which keeps the entry's Schedule in step."""
+
+    list_display = (
+        "object_type_to_run",
+        "object_id_to_run",
+        "description",
+        "status",
+        "last_run_at",
+        "next_run_at",
+        "last_error_short",
+        "sync_runs",
+    )
+    list_filter = ("status",)
+    list_select_related = ("user",)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "user",
+                    "object_type_to_run",
+                    "object_id_to_run",
+                    "object_caption",
+                    "description",
+                    "status",
+                )
+            },
+        ),
+        (
+            "Recurrence",
+            {
+                "fields": (
+                    "recurring",
+                    "minutes_between_runs",
+                    JobQueueEntry.WEEKDAY_FIELDS,
+                    "earliest_start_at",
+                )
+            },
+        ),
+        ("Runs", {"fields": ("last_run_at", "next_run_at", "last_error", "sync_runs")}),
+    )
+    readonly_fields = ("object_caption", "status", "last_run_at", "next_run_at", "last_error", "sync_runs")
+    actions = ["run_now_selected", "set_on_hold_selected", "set_ready_selected"]
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        known = ", ".join(f"{code.value}: {code.label}" for code in CodeunitId)
+        kwargs["help_texts"] = {"object_id_to_run": f"Known Object IDs: {known}."}
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="Object Caption to Run")
+    def object_caption(self, obj: JobQueueEntry) -> str:
+        known = obj.object_id_to_run in CodeunitId.values
+        return CodeunitId(obj.object_id_to_run).label if known else "—"
+
+    @admin.display(description="Last error")
+    def last_error_short(self, obj: JobQueueEntry) -> str:
+        return obj.last_error if len(obj.last_error) <= 120 else obj.last_error[:119] + "…"
+
+    @admin.display(description="Sync runs")
+    def sync_runs(self, obj: JobQueueEntry) -> str:
+        if obj.pk is None:
+            return "—"
+        changelist = reverse("admin:exchange_sync_syncrun_changelist")
+        every = urlencode({"job_queue_entry__id__exact": obj.pk})
+        if obj.last_run_at is None:
+            return format_html('<a href="{}?{}">all runs</a>', changelist, every)
+        last = urlencode(
+            {"job_queue_entry__id__exact": obj.pk, "queued_at__gte": obj.last_run_at.isoformat()}
+        )
+        return format_html(
+            '<a href="{}?{}">of the last run</a> · <a href="{}?{}">all runs</a>',
+            changelist,
+            last,
+            changelist,
+            every,
+        )
+
+    def save_model(self, request: HttpRequest, obj: JobQueueEntry, form, change: bool) -> None:
+        job_queue.save_job_queue_entry(entry=obj)
+
+    def delete_model(self, request: HttpRequest, obj: JobQueueEntry) -> None:
+        job_queue.delete_job_queue_entry(entry=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for entry in queryset:
+            job_queue.delete_job_queue_entry(entry=entry)
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/do/<slug:button>/",
+                self.admin_site.admin_view(self.button_view),
+                name="exchange_sync_jobqueueentry_button",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra = {"job_queue_buttons": [(slug, label) for slug, (label, _, _) in JOB_QUEUE_BUTTONS.items()]}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def button_view(self, request: HttpRequest, object_id: str, button: str):
+        entry = post_only_object(self, request, object_id)
+        if button not in JOB_QUEUE_BUTTONS:
+            raise Http404("No such action")
+        self._apply(request, entry, button)
+        return redirect("admin:exchange_sync_jobqueueentry_change", entry.pk)
+
+    def _apply(self, request: HttpRequest, entry: JobQueueEntry, button: str) -> None:
+        _, service, done = JOB_QUEUE_BUTTONS[button]
+        try:
+            service(entry=entry)
+        except job_queue.JobQueueRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"{entry.label} {done}.", messages.SUCCESS)
+
+    @admin.action(description="Run Now")
+    def run_now_selected(self, request: HttpRequest, queryset: QuerySet):
+        for entry in queryset:
+            self._apply(request, entry, "run-now")
+
+    @admin.action(description="Set On Hold")
+    def set_on_hold_selected(self, request: HttpRequest, queryset: QuerySet):
+        for entry in queryset:
+            self._apply(request, entry, "on-hold")
+
+    @admin.action(description="Set Status to Ready")
+    def set_ready_selected(self, request: HttpRequest, queryset: QuerySet):
+        for entry in queryset:
+            self._apply(request, entry, "ready")

@@ -1,0 +1,305 @@
+"""A user's setup pages: the User (with its Microsoft 365 inline), the User Card, the Exchange Sync
+Setup and the Contact Sync Setup, with their buttons. Thin: views and actions call services, then
+tell the user what happened."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from ..forms import ContactFilterForm
+from ..models import (
+    ActivityLog,
+    ContactSyncSetup,
+    ExchangeSyncSetup,
+    SyncMode,
+    SyncTrigger,
+    UserCard,
+)
+from ..services import contact_sync, job_queue
+from ..sync.filters import describe_filter
+from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
+
+User = get_user_model()
+
+
+class UserCardInline(admin.StackedInline):
+    model = UserCard
+    can_delete = False
+    verbose_name = "Microsoft 365"
+    verbose_name_plural = "Microsoft 365"
+    fields = ("microsoft_365_email",)
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class BcsyncUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserCardInline]
+    list_display = (*UserAdmin.list_display, "microsoft_365_email")
+    list_select_related = ("user_card",)
+
+    @admin.display(description="Microsoft 365 email", ordering="user_card__microsoft_365_email")
+    def microsoft_365_email(self, obj) -> str:
+        card = getattr(obj, "user_card", None)
+        return card.microsoft_365_email if card else ""
+
+
+@admin.register(UserCard)
+class UserCardAdmin(OwnedByUserAdmin):
+    list_display = ("user", "microsoft_365_email")
+    search_fields = ("user__username", "microsoft_365_email")
+    fields = ("user", "microsoft_365_email")
+
+    def own_object(self, request: HttpRequest) -> UserCard:
+        card, _ = UserCard.objects.get_or_create(user=request.user)
+        return card
+
+
+class SetupAdmin(OwnedByUserAdmin):
+    """What both setup pages have: Validate Exchange Connection, as a button and as an action.
+    A salesperson's setups are created on their first visit, as Business Central does."""
+
+    actions = ["validate_connections"]
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/validate/",
+                self.admin_site.admin_view(self.validate_connection_view),
+                name=f"{self.opts.app_label}_{self.opts.model_name}_validate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def validate_connection_view(self, request: HttpRequest, object_id: str):
+        setup = post_only_object(self, request, object_id)
+        self._check_connection(request, setup.user)
+        return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", setup.pk)
+
+    @admin.action(description="Validate Exchange Connection")
+    def validate_connections(self, request: HttpRequest, queryset: QuerySet):
+        for setup in queryset.select_related("user"):
+            self._check_connection(request, setup.user)
+
+    def _check_connection(self, request: HttpRequest, user) -> None:
+        check = contact_sync.validate_exchange_connection(user=user)
+        self.message_user(request, check.message, messages.SUCCESS if check.ok else messages.ERROR)
+
+
+@admin.register(ExchangeSyncSetup)
+class ExchangeSyncSetupAdmin(SetupAdmin):
+    list_display = ("user", "microsoft_365_email", "connection_status", "last_validated_at")
+    list_filter = ("connection_status",)
+    fields = (
+        "user",
+        "microsoft_365_email",
+        "connection_status",
+        "last_validated_at",
+        "last_validation_message",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Microsoft 365 email")
+    def microsoft_365_email(self, obj: ExchangeSyncSetup) -> str:
+        card = UserCard.objects.filter(user_id=obj.user_id).first()
+        return (
+            card.microsoft_365_email if card and card.microsoft_365_email else "— (set it on the User Card)"
+        )
+
+    def own_object(self, request: HttpRequest) -> ExchangeSyncSetup:
+        exchange, _ = contact_sync.setups_for(user=request.user)
+        return exchange
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        setup = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if setup is not None:
+            _, contact_setup = contact_sync.setups_for(user=setup.user)
+            extra["contact_sync_setup_url"] = reverse(
+                "admin:exchange_sync_contactsyncsetup_change", args=[contact_setup.pk]
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+
+# The sync buttons of the Contact Sync Setup page: URL slug -> mode (the mode's label is the button's).
+SYNC_BUTTONS = {
+    "sync": SyncMode.SYNC,
+    "full-sync": SyncMode.FULL,
+    "preview": SyncMode.PREVIEW,
+}
+
+
+@admin.register(ContactSyncSetup)
+class ContactSyncSetupAdmin(SetupAdmin):
+    """The Contact Sync Setup page: the sync buttons, Set Sync Filter, the activity log, and
+    Enable/Disable Background Synchronization (with Business Central's notice when
+    BACKGROUND_SYNC_POLICY=legacy)."""
+
+    list_display = (
+        "user",
+        "folder_name",
+        "filter_description",
+        "last_sync_at",
+        "background_sync",
+        "active_run",
+    )
+    list_select_related = ("user", "active_run")
+    fieldsets = (
+        (None, {"fields": ("user", "folder_name", "filter_description", "out_of_scope_policy")}),
+        ("Synchronization", {"fields": ("last_sync_at", "watermark", "background_sync", "active_run")}),
+    )
+    readonly_fields = (
+        "user",
+        "filter_description",
+        "last_sync_at",
+        "watermark",
+        "background_sync",
+        "active_run",
+    )
+    actions = ["validate_connections", "sync_selected", "full_sync_selected", "preview_selected"]
+
+    @admin.display(description="Sync filter")
+    def filter_description(self, obj: ContactSyncSetup) -> str:
+        return describe_filter(filters=obj.contact_filter)
+
+    @admin.display(description="Enable Background Synchronization", boolean=True)
+    def background_sync(self, obj: ContactSyncSetup) -> bool:
+        return ExchangeSyncSetup.objects.filter(user_id=obj.user_id, enabled=True).exists()
+
+    def own_object(self, request: HttpRequest) -> ContactSyncSetup:
+        _, setup = contact_sync.setups_for(user=request.user)
+        return setup
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        name = "exchange_sync_contactsyncsetup"
+        return [
+            path("<path:object_id>/run/<slug:button>/", view(self.run_view), name=f"{name}_run"),
+            path("<path:object_id>/filter/", view(self.filter_view), name=f"{name}_filter"),
+            path("<path:object_id>/delete-log/", view(self.delete_log_view), name=f"{name}_delete_log"),
+            path(
+                "<path:object_id>/background-sync/",
+                view(self.background_sync_view),
+                name=f"{name}_background_sync",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra = {"sync_buttons": [(slug, mode.label) for slug, mode in SYNC_BUTTONS.items()]}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def render_change_form(
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None:
+            context["background_sync"] = {
+                "enabled": self.background_sync(obj),
+                "can_enable": job_queue.can_enable_background_sync(user=obj.user),
+                "notice": job_queue.BACKGROUND_SYNC_NOTICE
+                if job_queue.background_sync_policy() == "legacy"
+                else "",
+            }
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def run_view(self, request: HttpRequest, object_id: str, button: str):
+        setup = post_only_object(self, request, object_id)
+        if button not in SYNC_BUTTONS:
+            raise Http404("No such sync")
+        mode = SYNC_BUTTONS[button]
+        try:
+            run = contact_sync.request_contact_sync(
+                user=setup.user,
+                mode=mode,
+                trigger=SyncTrigger.BUTTON,
+                allow_mass_delete=request.POST.get("allow_mass_delete") == "1",
+            )
+        except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        self.message_user(
+            request, f"{mode.label} is queued. This page follows it until it ends.", messages.SUCCESS
+        )
+        return redirect("admin:exchange_sync_syncrun_change", run.pk)
+
+    def background_sync_view(self, request: HttpRequest, object_id: str):
+        setup = post_only_object(self, request, object_id)
+        enable = request.POST.get("enabled") == "1"
+        try:
+            job_queue.set_background_sync(user=setup.user, enabled=enable)
+        except job_queue.BackgroundSyncLocked as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                "Background synchronization is on: the Job Queue Entry for Codeunit 6700 syncs your contacts."
+                if enable
+                else "Background synchronization is off.",
+                messages.SUCCESS,
+            )
+        return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+
+    def _setup_page(self, request: HttpRequest, setup: ContactSyncSetup, template: str, title: str, **extra):
+        """A page of its own for one setup (Set Sync Filter, Delete Activity Log)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": setup,
+            "title": title,
+        }
+        return TemplateResponse(
+            request, f"admin/exchange_sync/contactsyncsetup/{template}", {**context, **extra}
+        )
+
+    def filter_view(self, request: HttpRequest, object_id: str):
+        setup = changeable_object(self, request, object_id)
+        form = ContactFilterForm(request.POST or None, initial=setup.contact_filter)
+        if request.method == "POST" and form.is_valid():
+            described = contact_sync.set_sync_filter(user=setup.user, filters=form.cleaned_data)
+            self.message_user(request, f"Sync filter saved: {described}.", messages.SUCCESS)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        return self._setup_page(request, setup, "set_filter.html", "Set Sync Filter", form=form)
+
+    def delete_log_view(self, request: HttpRequest, object_id: str):
+        setup = changeable_object(self, request, object_id)
+        count = ActivityLog.objects.filter(user=setup.user).count()
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            deleted = contact_sync.delete_activity_log(user=setup.user)
+            self.message_user(request, f"Deleted {deleted} activity log entries.", messages.SUCCESS)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        return self._setup_page(request, setup, "delete_log.html", "Delete Activity Log", count=count)
+
+    def _queue_runs(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
+        queued, refused = 0, []
+        for setup in queryset.select_related("user"):
+            try:
+                contact_sync.request_contact_sync(
+                    user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION
+                )
+                queued += 1
+            except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
+                refused.append(str(exc))
+        if queued:
+            self.message_user(request, f"Queued {queued} run(s).", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+    @admin.action(description="Sync with Microsoft 365")
+    def sync_selected(self, request: HttpRequest, queryset: QuerySet):
+        self._queue_runs(request, queryset, SyncMode.SYNC)
+
+    @admin.action(description="Full Sync with Microsoft 365")
+    def full_sync_selected(self, request: HttpRequest, queryset: QuerySet):
+        self._queue_runs(request, queryset, SyncMode.FULL)
+
+    @admin.action(description="Preview")
+    def preview_selected(self, request: HttpRequest, queryset: QuerySet):
+        self._queue_runs(request, queryset, SyncMode.PREVIEW)
