@@ -88,7 +88,7 @@ class ContactQuerySet(models.QuerySet["Contact"]):
     does, so a Sync never misses a change made in bulk."""
 
     def update(self, **kwargs: Any) -> int:
-        kwargs = {key: storable_text(value) if isinstance(value, str) else value for key, value in kwargs.items()}
+        kwargs = {key: storable_text(v) if isinstance(v, str) else v for key, v in kwargs.items()}
         kwargs.setdefault("last_modified", timezone.now())
         return super().update(**kwargs)
 

@@ -13,7 +13,6 @@ import pytest
 
 from contacts.models import Contact
 from exchange_sync.graph import reset_graph_client_cache
-from exchange_sync.sync.filters import FilterError
 from exchange_sync.models import (
     ActivityLog,
     ContactLink,
@@ -26,6 +25,7 @@ from exchange_sync.models import (
     UserCard,
 )
 from exchange_sync.services import contact_sync
+from exchange_sync.sync.filters import FilterError
 from tests.factories import PersonFactory
 
 pytestmark = pytest.mark.django_db
@@ -300,7 +300,7 @@ def test_a_broken_filter_fails_the_run_naming_the_problem_and_writes_nothing(
 def test_a_filter_with_a_nul_is_refused_before_it_is_saved(sync_user, contact_filter, named):
     """PostgreSQL cannot store NUL even in JSON, so such a filter is refused, never saved or run."""
     with pytest.raises(FilterError) as info:
-        services.set_sync_filter(user=sync_user, filters=contact_filter)
+        contact_sync.set_sync_filter(user=sync_user, filters=contact_filter)
 
     assert named in str(info.value)
     assert sync(sync_user).status == RunStatus.SUCCEEDED
