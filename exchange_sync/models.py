@@ -3,6 +3,7 @@ Exchange Sync Setup (6700), Contact Sync Setup, Activity Log (710) and Job Queue
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, time, timedelta
 
 from django.conf import settings
@@ -15,6 +16,27 @@ from contacts.models import normalize_email
 from contacts.text import storable_json, storable_text
 
 DEFAULT_FOLDER_NAME = "Business Central"
+# Business Central's Folder ID is Text[30]. Outlook's address book cannot show a contacts folder whose
+# name holds any of these characters.
+FOLDER_NAME_MAX_LENGTH = 30
+FOLDER_NAME_REFUSED = '[]/\\&~?*|<>";:+'
+
+
+def validate_folder_name(value: str) -> None:
+    if len(value) > FOLDER_NAME_MAX_LENGTH:
+        raise ValidationError(
+            f"A folder name has at most {FOLDER_NAME_MAX_LENGTH} characters (this one has {len(value)}).",
+            code="too_long",
+        )
+    refused = sorted({c for c in value if c in FOLDER_NAME_REFUSED})
+    if refused:
+        raise ValidationError(
+            f"Outlook does not accept {' '.join(refused)} in a folder name; these cannot be used: "
+            f"{' '.join(FOLDER_NAME_REFUSED)}",
+            code="refused_characters",
+        )
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ValidationError("A folder name cannot hold control characters.", code="control_characters")
 
 
 class UserCard(models.Model):
@@ -79,13 +101,28 @@ class OutOfScopePolicy(models.TextChoices):
     REMOVE = "remove", "Remove it from the Outlook folder"
 
 
+class ExistingFolderPolicy(models.TextChoices):
+    MOVE = "move", "Move them into it, with everything Outlook holds on them"
+    REMOVE = "remove", "Remove them from Outlook; the next Sync fills the folder from Business Central"
+
+
 class ContactSyncSetup(models.Model):
     """Page "Contact Sync. Setup": folder, filter and the sync state of one user."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_sync_setup"
     )
-    folder_name = models.CharField("Folder name", max_length=250, default=DEFAULT_FOLDER_NAME)
+    # The column is wider than the limit, so names saved before the check still load.
+    folder_name = models.CharField(
+        "Folder name",
+        max_length=250,
+        default=DEFAULT_FOLDER_NAME,
+        validators=[validate_folder_name],
+        help_text="The Outlook contacts folder this user's contacts are synced into. Changing it "
+        "renames that folder in Outlook on the next Sync, its contacts kept; if a folder of the new "
+        "name already exists, the next Sync moves the synced contacts into it or removes them, as "
+        "chosen below. Preview and Validate change nothing in Outlook.",
+    )
     folder_id = models.CharField("Graph folder id", max_length=512, blank=True, editable=False)
     folder_mailbox = models.CharField(max_length=250, blank=True, editable=False)
     contact_filter = models.JSONField(
@@ -99,6 +136,14 @@ class ContactSyncSetup(models.Model):
         max_length=10,
         choices=OutOfScopePolicy.choices,
         default=OutOfScopePolicy.KEEP,
+    )
+    existing_folder_policy = models.CharField(
+        "When the new folder name is taken",
+        max_length=10,
+        choices=ExistingFolderPolicy.choices,
+        default=ExistingFolderPolicy.MOVE,
+        help_text="What the next Sync does with the synced contacts of the old folder when a folder "
+        "with the new name already exists in Outlook. Either way none is left behind as a duplicate.",
     )
     last_sync_at = models.DateTimeField("Last Sync Date Time", null=True, blank=True, editable=False)
     watermark = models.DateTimeField(
