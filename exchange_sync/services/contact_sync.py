@@ -27,8 +27,9 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from ..sync.engine import MassDeleteBlocked, SyncEngine
+from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
+from ..sync.planner import MassDeleteBlocked
 from . import sync_folder
 from .sync_folder import FolderStep
 
@@ -193,7 +194,9 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
                 run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder.folder_to_read
             )
             if folder.step not in (FolderStep.READY, FolderStep.ADOPT):
-                engine.log(action="Sync folder", outcome=Outcome.PLANNED, message=folder.sentence(done=False))
+                engine.log.add(
+                    action="Sync folder", outcome=Outcome.PLANNED, message=folder.sentence(done=False)
+                )
         else:
             folder_id = sync_folder.prepare_folder(client=client, setup=setup, mailbox=mailbox, run=run)
             engine = SyncEngine(run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder_id)
