@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from contacts.models import Contact
 from exchange_sync.graph import reset_graph_client_cache
@@ -242,6 +243,43 @@ def test_an_outlook_contact_business_central_cannot_use_is_skipped_with_the_reas
     label = body.get("displayName") or "(no name)"
     assert entry.message == f"Outlook contact '{label}' {reason}; not imported."
     assert Contact.objects.count() == 2  # the two neighbours, nothing else
+    assert_neighbours_synced(outlook, neighbours)
+
+
+@pytest.fixture
+def database_refuses_surname_refused():
+    """A trigger that makes the database refuse one contact, as it would a value it cannot store. The
+    test's transaction takes it away again."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION refuse_contact() RETURNS trigger AS $$ "
+                "BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                "CREATE TRIGGER refuse_contact BEFORE INSERT ON contacts_contact FOR EACH ROW "
+                "WHEN (NEW.surname = 'Refused') EXECUTE FUNCTION refuse_contact()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER refuse_contact BEFORE INSERT ON contacts_contact "
+                "WHEN NEW.surname = 'Refused' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+
+
+def test_a_contact_the_database_refuses_is_logged_as_failed_and_the_others_still_sync(
+    sync_user, outlook, folder_id, neighbours, database_refuses_surname_refused
+):
+    item = outlook.create_contact(folder_id, person("Rita Refused", "rita@example.com", surname="Refused"))
+
+    run = sync(sync_user)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert (run.created, run.imported, run.failed) == (1, 1, 1)
+    entry = import_entry(run, item["id"])
+    assert entry.outcome == Outcome.FAILED
+    assert entry.message.startswith("Outlook contact 'Rita Refused' could not be saved in Business Central")
+    assert not Contact.objects.filter(search_email="rita@example.com").exists()
     assert_neighbours_synced(outlook, neighbours)
 
 
