@@ -198,3 +198,26 @@ def test_tab_and_line_breaks_are_kept():
     contact = Contact.objects.create(name="Ann", address="Line\tone\r\nLine two")
     contact.refresh_from_db()
     assert contact.address == "Line\tone\r\nLine two"
+
+
+def test_the_contact_admin_form_saves_without_control_characters(admin_client):
+    response = admin_client.post(
+        "/admin/contacts/contact/add/",
+        {
+            "type": "person",
+            "first_name": "Esc\x1bape",
+            "surname": "Bell\x07",
+            "job_title": "Sales\x1b",
+            "persons-TOTAL_FORMS": "0",
+            "persons-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    contact = Contact.objects.get()
+    assert (contact.first_name, contact.surname, contact.name, contact.job_title) == (
+        "Escape",
+        "Bell",
+        "Escape Bell",
+        "Sales",
+    )
