@@ -251,12 +251,14 @@ def _copy_linked(
     for results in client.batch_iter(mailbox=mailbox, requests=requests):
         copied = []
         for result in results:
-            if result.error is not None:
-                raise result.error  # the old folder keeps every contact not copied yet
-            link = copies[result.id][0]
-            link.graph_id, link.change_key = result.body["id"], result.body.get("changeKey") or ""
-            copied.append(link)
+            if result.error is None:
+                link = copies[result.id][0]
+                link.graph_id, link.change_key = result.body["id"], result.body.get("changeKey") or ""
+                copied.append(link)
         ContactLink.objects.bulk_update(copied, ["graph_id", "change_key"])
+        for result in results:
+            if result.error is not None:
+                raise result.error  # nothing is deleted: the old folder keeps what was not copied
 
 
 def _emails(item: dict[str, Any]) -> set[str]:

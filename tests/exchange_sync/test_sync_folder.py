@@ -303,3 +303,30 @@ def test_with_the_new_name_taken_the_synced_contacts_can_be_removed_instead(
         "'BC Contacts' is filled from Business Central."
     )
     assert ContactSyncSetup.objects.get(user=sync_user).folder_id == folder["id"]
+
+
+def test_a_move_stopped_after_the_copies_is_finished_by_the_next_sync_without_duplicates(
+    sync_user, outlook, three_synced
+):
+    """The state a run stopped between copying and deleting leaves: every copy made and linked, the
+    originals still in the old folder."""
+    target = outlook.create_folder(NEW_NAME)
+    for link in ContactLink.objects.all():
+        original = outlook.get_contact(link.graph_id)
+        body = {
+            k: v
+            for k, v in original.items()
+            if k in ("displayName", "givenName", "surname", "emailAddresses")
+        }
+        link.graph_id = outlook.create_contact(target["id"], body)["id"]
+        link.save()
+    rename_setting(sync_user, NEW_NAME, ExistingFolderPolicy.MOVE)
+
+    run = sync(sync_user)
+
+    assert folder_names(outlook) == [NEW_NAME]
+    assert emails_in(outlook, NEW_NAME) == [c.email for c in three_synced]
+    assert (run.created, run.recreated, run.imported) == (0, 0, 0)
+    assert set(ContactLink.objects.values_list("graph_id", flat=True)) == {
+        c["id"] for c in outlook.list_contacts(NEW_NAME)
+    }
