@@ -139,6 +139,18 @@ class ContactLink(models.Model):
     change_key = models.CharField(max_length=256, blank=True)
     bc_hash = models.CharField(max_length=64, blank=True)
     m365_hash = models.CharField(max_length=64, blank=True)
+    # The records whose hashes are bc_hash and m365_hash, for a per-field merge when both sides
+    # changed. NULL on links last synced before they were kept: those merge as a whole contact.
+    bc_synced = models.JSONField(
+        null=True, blank=True, help_text="Business Central's synced fields as last synced."
+    )
+    m365_synced = models.JSONField(null=True, blank=True, help_text="Outlook's synced fields as last synced.")
+    imported = models.BooleanField(
+        default=False,
+        help_text="Added to Business Central from this user's folder: it stays synced for this user "
+        "outside the sync filter, until its Territory Code or Salesperson Code is set to a value the "
+        "filter refuses.",
+    )
     detached = models.BooleanField(
         default=False, help_text="Left the scope; its Outlook copy is kept but no longer synced."
     )
