@@ -8,6 +8,8 @@ from exchange_sync.sync.filters import (
     FilterError,
     compile_filter,
     describe_filter,
+    imported_kept_filter,
+    pinned_values,
     validate_filter,
 )
 from tests.factories import CompanyFactory, PersonFactory
@@ -335,3 +337,46 @@ def test_the_form_refuses_an_over_long_expression_on_its_field():
     form = ContactFilterForm(data={"name": "x" * 251})
     assert not form.is_valid()
     assert list(form.errors) == ["name"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "pinned"),
+    [
+        ({"salesperson_code": "JR"}, {"salesperson_code": "JR"}),
+        (
+            {"salesperson_code": " =JR ", "territory_code": "EU"},
+            {"salesperson_code": "JR", "territory_code": "EU"},
+        ),
+        ({"territory_code": "'E|U'"}, {"territory_code": "E|U"}),
+        ({"territory_code": "EU|NA"}, {}),
+        ({"territory_code": "E*"}, {}),
+        ({"territory_code": "@eu"}, {}),
+        ({"territory_code": "<>EU"}, {}),
+        ({"territory_code": "A..M"}, {}),
+        ({"territory_code": "''"}, {}),
+        ({"city": "London", "name": "Ann"}, {}),  # Outlook gives these; the import keeps Outlook's
+    ],
+)
+def test_an_import_takes_only_the_values_a_filter_pins_exactly_on_business_central_only_fields(
+    filters, pinned
+):
+    assert pinned_values(filters=filters) == pinned
+
+
+@pytest.mark.parametrize(
+    ("filters", "kept"),
+    [
+        # Blank Territory Code (as imported) is kept; EU passes; UK and NA were set deliberately.
+        ({"territory_code": "EU"}, {"Ann", "Ben", "Eve", "Fay", "Gus", "Alpine"}),
+        ({"territory_code": "EU|NA"}, {"Ann", "Ben", "Dee", "Eve", "Fay", "Gus", "Alpine", "Contoso"}),
+        ({"salesperson_code": "LT", "territory_code": "UK"}, {"Cid", "Eve"}),
+        # Fields Outlook gives never exclude an imported contact.
+        ({"city": "Nowhere"}, ALL),
+    ],
+)
+def test_imported_contacts_stay_unless_a_business_central_only_field_was_set_outside_the_filter(
+    contacts, filters, kept
+):
+    names = Contact.objects.filter(imported_kept_filter(filters=filters)).values_list("name", flat=True)
+
+    assert {"Gus" if name == "Star*Dust|Gus" else name for name in names} == kept
