@@ -49,7 +49,7 @@ from exchange_sync.models import (
     SyncRun,
 )
 
-from .filters import compile_filter
+from .filters import compile_filter, imported_kept_filter, pinned_values
 from .mapping import (
     Countries,
     OutlookContact,
@@ -79,6 +79,8 @@ LINK_FIELDS = [
     "change_key",
     "bc_hash",
     "m365_hash",
+    "bc_synced",
+    "m365_synced",
     "detached",
     "pending",
     "synced_at",
@@ -86,11 +88,16 @@ LINK_FIELDS = [
 
 
 def scope_queryset(setup: ContactSyncSetup) -> QuerySet[Contact]:
-    """Business Central's rule: persons with an email, not privacy blocked, in the user's filter."""
+    """Business Central's rule: persons with an email, not privacy blocked, in the user's filter;
+    and the contacts imported from the user's folder, unless moved out of the filter on purpose."""
+    selected = compile_filter(filters=setup.contact_filter)
+    if selected:  # an empty filter selects every person already
+        imported = ContactLink.objects.filter(setup=setup, imported=True).values("contact_id")
+        selected |= Q(id__in=imported) & imported_kept_filter(filters=setup.contact_filter)
     return (
         Contact.objects.filter(type=ContactType.PERSON, privacy_blocked=False)
         .exclude(email="")
-        .filter(compile_filter(filters=setup.contact_filter))
+        .filter(selected)
     )
 
 
@@ -141,6 +148,7 @@ class SyncEngine:
         self.pending_logs: list[ActivityLog] = []
         self.pending_links = PendingLinks()
         self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
+        self.kept_imported: set[int] = set()  # in scope only as imported from this folder
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -228,6 +236,16 @@ class SyncEngine:
                 "change_key",
             )
         )
+        # Both sides' last-synced records, only where Outlook's copy changed: a merge needs them there.
+        synced = {
+            graph_id: (bc_synced, m365_synced)
+            for graph_id, bc_synced, m365_synced in _in_chunks(
+                sorted(outlook.changed),
+                lambda ids: ContactLink.objects.filter(setup=self.setup, graph_id__in=ids).values_list(
+                    "graph_id", "bc_synced", "m365_synced"
+                ),
+            )
+        }
         links = [
             LinkState(
                 link_id=row[0],
@@ -239,12 +257,18 @@ class SyncEngine:
                 pending=row[6],
                 email=row[8],
                 change_key=outlook.change_keys.get(row[2], row[9]),
+                bc_synced=synced.get(row[2], (None, None))[0],
+                m365_synced=synced.get(row[2], (None, None))[1],
             )
             for row in rows
         ]
+        outlook_changed_contacts = {lk.contact_id for lk in links if lk.graph_id in synced}
         # The link keeps the No. of a deleted contact, so the log can say which one left the folder.
         self.deleted_nos = {row[0]: row[7] for row in rows if row[1] is None and row[7]}
         in_scope = set(scope.values_list("id", flat=True))
+        if ContactLink.objects.filter(setup=self.setup, imported=True).exists():
+            by_filter = scope.filter(compile_filter(filters=self.setup.contact_filter))
+            self.kept_imported = in_scope - set(by_filter.values_list("id", flat=True))
         linked_out_of_scope = [
             lk.contact_id for lk in links if lk.contact_id and lk.contact_id not in in_scope
         ]
@@ -267,7 +291,7 @@ class SyncEngine:
                 | Q(id__in=linked_ids.filter(Q(pending=True) | Q(detached=True)).values("contact_id"))
             )
         bc = {
-            c.id: BcContact(contact_id=c.id, no=c.no, email=c.search_email, hash=record_hash(bc_record(c)))
+            c.id: _bc_contact(c, with_record=c.id in outlook_changed_contacts)
             for c in candidates.iterator(chunk_size=2000)
         }
         linked_emails = {
@@ -280,6 +304,7 @@ class SyncEngine:
         return PlanInput(
             links=links,
             in_scope=in_scope,
+            kept_imported=self.kept_imported,
             privacy_blocked=privacy_blocked,
             bc=bc,
             outlook=outlook.changed,
@@ -319,6 +344,7 @@ class SyncEngine:
             ActionKind.RECREATE_IN_M365,
             ActionKind.DELETE_IN_M365,
             ActionKind.LINK,
+            ActionKind.MERGE,
         }
         graph_actions = [a for a in the_plan.actions if a.kind in graph_kinds]
         for start in range(0, len(graph_actions), GRAPH_WINDOW):
@@ -328,6 +354,9 @@ class SyncEngine:
             self.apply_local_chunk(local[start : start + DB_CHUNK])
 
     def apply_graph_window(self, actions: list[Action]) -> None:
+        merges = [a for a in actions if a.kind == ActionKind.MERGE]
+        if merges:
+            self.take_outlook_fields(merges)  # first, so that what goes to Outlook holds them
         contacts = Contact.objects.select_related("company").in_bulk(
             [a.contact_id for a in actions if a.contact_id is not None]
         )
@@ -379,6 +408,7 @@ class SyncEngine:
                     if isinstance(result.error, ItemNotFound) and action.kind in (
                         ActionKind.UPDATE_M365,
                         ActionKind.LINK,
+                        ActionKind.MERGE,
                     ):
                         assert record is not None
                         gone.append((action, record))
@@ -440,6 +470,7 @@ class SyncEngine:
                 not in (
                     ActionKind.UPDATE_M365,
                     ActionKind.LINK,
+                    ActionKind.MERGE,
                 )
             ):
                 continue
@@ -530,7 +561,7 @@ class SyncEngine:
             if action.kind == ActionKind.LINK and action.outlook is not None:
                 # Keep the match: a later delta read will not show this Outlook contact again, and
                 # without the link the next run would create a second one. Pending: send again.
-                self._save_link(action, contact, bc_hash="", outlook=action.outlook, pending=True)
+                self._save_link(action, contact, record=None, outlook=action.outlook, pending=True)
             elif action.link_id is not None:
                 self.pending_links.failed_ids.append(action.link_id)
             self.log(
@@ -541,10 +572,14 @@ class SyncEngine:
             )
             return
         written = outlook_contact(result.body, self.countries)
-        self._save_link(action, contact, bc_hash=record_hash(record), outlook=written)
+        self._save_link(action, contact, record=record, outlook=written)
         outcome, message = self._success(action, label, record)
         details: dict[str, Any] = {}
-        if action.outlook is not None and action.kind in (ActionKind.UPDATE_M365, ActionKind.LINK):
+        if action.outlook is not None and action.kind in (
+            ActionKind.UPDATE_M365,
+            ActionKind.LINK,
+            ActionKind.MERGE,
+        ):
             overwritten = changed_fields(action.outlook.record, record)
             if overwritten:
                 details["outlook_values_overwritten"] = overwritten
@@ -585,10 +620,11 @@ class SyncEngine:
         action: Action,
         contact: Contact,
         *,
-        bc_hash: str,
+        record: dict[str, str] | None,
         outlook: OutlookContact,
         pending: bool = False,
     ) -> None:
+        """Record what was sent (`record`, None when it did not arrive) and what Outlook holds."""
         link = ContactLink(
             pk=action.link_id,
             setup=self.setup,
@@ -597,8 +633,10 @@ class SyncEngine:
             email=contact.search_email,
             graph_id=outlook.graph_id,
             change_key=outlook.change_key,
-            bc_hash=bc_hash,
+            bc_hash=record_hash(record) if record is not None else "",
             m365_hash=record_hash(outlook.record),
+            bc_synced=record,
+            m365_synced=outlook.record,
             detached=False,
             pending=pending,
             synced_at=timezone.now(),
@@ -610,13 +648,7 @@ class SyncEngine:
 
     def apply_local_chunk(self, actions: list[Action]) -> None:
         contact_ids = [a.contact_id for a in actions if a.contact_id is not None]
-        companies = self._companies_named(
-            {
-                a.outlook.record["company_name"]
-                for a in actions
-                if a.outlook is not None and a.outlook.record["company_name"]
-            }
-        )
+        companies = self._companies_for(actions)
         with transaction.atomic():
             # Read under lock in the writing transaction: an edit made since the plan is either
             # seen here (and kept) or waits for this transaction, never lost in between.
@@ -629,6 +661,7 @@ class SyncEngine:
                     self._update_bc(action, contact, companies)
                 elif action.kind == ActionKind.DETACH:
                     ContactLink.objects.filter(pk=action.link_id).update(detached=True)
+                    self._note_outlook_edit(action)
                     self.log(
                         contact=contact,
                         graph_id=action.graph_id or "",
@@ -639,12 +672,59 @@ class SyncEngine:
                     )
                 elif action.kind == ActionKind.DROP_LINK:
                     ContactLink.objects.filter(pk=action.link_id).delete()
+                    if action.contact_id in self.kept_imported:  # Business Central keeps it: say why
+                        self.log(
+                            contact=contact,
+                            graph_id=action.graph_id or "",
+                            action="Stop syncing",
+                            outcome=Outcome.SKIPPED,
+                            message=f"{_contact_label(contact, action)} was {action.reason}.",
+                        )
                 elif action.kind == ActionKind.SKIP:
                     self._skip(action, contact)
             self.flush()
 
-    def _skip(self, action: Action, contact: Contact | None) -> None:
+    def take_outlook_fields(self, merges: list[Action]) -> None:
+        """The Business Central half of merges: Outlook's fields that only Outlook changed, under
+        lock, each merge's contact unchanged since the plan (else Business Central's values win, and
+        what they overwrite in Outlook is logged as they are sent). The links keep their last-synced
+        records until Outlook has the merged values, so a run stopped in between merges again."""
+        companies = self._companies_for(merges)
+        with transaction.atomic():
+            contacts = Contact.objects.select_for_update().in_bulk([a.contact_id for a in merges])
+            for action in merges:
+                contact = contacts.get(action.contact_id)
+                if contact is None or record_hash(bc_record(contact)) != action.expected_bc_hash:
+                    continue
+                assert action.outlook is not None and action.from_outlook is not None
+                before = bc_record(contact)
+                problems = self._apply_record(contact, action.outlook, companies, keys=action.from_outlook)
+                contact.save()
+                self._log_update_from_outlook(contact, action.outlook, before, problems)
+            self.flush()
+
+    def _note_outlook_edit(self, action: Action) -> None:
+        """An Outlook edit to a contact outside the scope, logged as not synced: the link records
+        Outlook's copy as seen, so the same edit is said once."""
         if action.outlook is not None:
+            ContactLink.objects.filter(pk=action.link_id).update(
+                m365_hash=record_hash(action.outlook.record),
+                m365_synced=action.outlook.record,
+                change_key=action.outlook.change_key,
+            )
+
+    def _skip(self, action: Action, contact: Contact | None) -> None:
+        if action.outlook is not None and action.link_id is not None:
+            self._note_outlook_edit(action)
+            self.log(
+                contact=contact,
+                graph_id=action.graph_id or "",
+                direction=Direction.TO_BC,
+                action="Update from Outlook",
+                outcome=Outcome.SKIPPED,
+                message=f"{_contact_label(contact, action)} {action.reason}.",
+            )
+        elif action.outlook is not None:
             self.log(
                 graph_id=action.graph_id or "",
                 email=action.outlook.record["email"],
@@ -665,10 +745,11 @@ class SyncEngine:
     def _import(self, action: Action, companies: dict[str, list[Contact]]) -> None:
         item = action.outlook
         assert item is not None
-        contact = Contact(type=ContactType.PERSON)
+        # Fields Outlook has no counterpart for take the one value the user's filter pins, if any.
+        contact = Contact(type=ContactType.PERSON, **pinned_values(filters=self.setup.contact_filter))
         problems = self._apply_record(contact, item, companies)
         contact.save()
-        self._link_to_outlook(action, contact, item)
+        self._link_to_outlook(action, contact, item, imported=True)
         self.log(
             contact=contact,
             graph_id=item.graph_id,
@@ -691,9 +772,14 @@ class SyncEngine:
         if record_hash(before) != action.expected_bc_hash:
             self._keep_bc_edit(action, contact, item, before)
             return
-        problems = self._apply_record(contact, item, companies)
+        problems = self._apply_record(contact, item, companies, keys=action.from_outlook)
         contact.save()
         self._link_to_outlook(action, contact, item)
+        self._log_update_from_outlook(contact, item, before, problems)
+
+    def _log_update_from_outlook(
+        self, contact: Contact, item: OutlookContact, before: dict[str, str], problems: list[str]
+    ) -> None:
         changes = changed_fields(before, bc_record(contact))
         self.log(
             contact=contact,
@@ -729,30 +815,41 @@ class SyncEngine:
             details={"outlook_values_overwritten": overwritten},
         )
 
-    def _link_to_outlook(self, action: Action, contact: Contact, item: OutlookContact) -> None:
+    def _link_to_outlook(
+        self, action: Action, contact: Contact, item: OutlookContact, *, imported: bool = False
+    ) -> None:
+        record = bc_record(contact)
         values = {
             "contact": contact,
             "contact_no": contact.no,
             "email": contact.search_email,
             "graph_id": item.graph_id,
             "change_key": item.change_key,
-            "bc_hash": record_hash(bc_record(contact)),
+            "bc_hash": record_hash(record),
             "m365_hash": record_hash(item.record),
+            "bc_synced": record,
+            "m365_synced": item.record,
             "pending": False,
             "synced_at": timezone.now(),
         }
         if action.link_id is not None:
             ContactLink.objects.filter(pk=action.link_id).update(**values)
         else:
-            ContactLink.objects.create(setup=self.setup, **values)
+            ContactLink.objects.create(setup=self.setup, imported=imported, **values)
 
     def _apply_record(
-        self, contact: Contact, item: OutlookContact, companies: dict[str, list[Contact]]
+        self,
+        contact: Contact,
+        item: OutlookContact,
+        companies: dict[str, list[Contact]],
+        *,
+        keys: Iterable[str] | None = None,
     ) -> list[str]:
-        """Copy Outlook's values onto the contact field by field, as Business Central's transfer
-        does: a value Business Central refuses is left out and named, the rest still goes in."""
+        """Copy Outlook's values onto the contact field by field (only `keys`, when given), as
+        Business Central's transfer does: a value Business Central refuses is left out and named,
+        the rest still goes in."""
         problems = list(item.problems)
-        record = item.record
+        record = item.record if keys is None else {k: v for k, v in item.record.items() if k in set(keys)}
         for key in (
             "first_name",
             "middle_name",
@@ -766,11 +863,13 @@ class SyncEngine:
             "city",
             "post_code",
             "county",
+            "name",
+            "email",
         ):
-            setattr(contact, key, record[key])
-        contact.name = record["name"]
-        contact.email = record["email"]
-        contact.country_region_id = record["country_region"] or None
+            if key in record:
+                setattr(contact, key, record[key])
+        if "country_region" in record:
+            contact.country_region_id = record["country_region"] or None
         for key in ("phone_no", "mobile_phone_no", "fax_no"):
             if key not in record:
                 continue
@@ -782,6 +881,8 @@ class SyncEngine:
         if normalize_email(contact.email_2) and not is_valid_email(contact.email_2):
             problems.append(f"E-Mail 2 '{contact.email_2}' is not a valid address; not copied.")
             contact.email_2 = ""
+        if "company_name" not in record:
+            return problems
         name = record["company_name"]
         matches = companies.get(name.casefold(), []) if name else []
         if len(matches) == 1:
@@ -794,6 +895,16 @@ class SyncEngine:
                     f"The company name '{name}' is not unique in Business Central; Company No. left blank."
                 )
         return problems
+
+    def _companies_for(self, actions: list[Action]) -> dict[str, list[Contact]]:
+        """The companies named by the actions' Outlook contacts, by lower-case name."""
+        return self._companies_named(
+            {
+                a.outlook.record["company_name"]
+                for a in actions
+                if a.outlook is not None and a.outlook.record["company_name"]
+            }
+        )
 
     def _companies_named(self, names: set[str]) -> dict[str, list[Contact]]:
         found: dict[str, list[Contact]] = {}
@@ -919,6 +1030,17 @@ def _raise_run_stopping_error(results: list[BatchResult]) -> None:
             raise result.error
 
 
+def _bc_contact(contact: Contact, *, with_record: bool) -> BcContact:
+    record = bc_record(contact)
+    return BcContact(
+        contact_id=contact.id,
+        no=contact.no,
+        email=contact.search_email,
+        hash=record_hash(record),
+        record=record if with_record else None,
+    )
+
+
 def _countries() -> Countries:
     rows = list(CountryRegion.objects.values_list("code", "name"))
     return Countries(
@@ -951,6 +1073,7 @@ def _preview_action(action: Action) -> str:
         ActionKind.LINK: "Link by email",
         ActionKind.IMPORT_TO_BC: "Import Outlook contact",
         ActionKind.UPDATE_BC: "Update from Outlook",
+        ActionKind.MERGE: "Merge changes",
         ActionKind.DETACH: "Stop syncing",
         ActionKind.SKIP: "Skip",
     }[action.kind]
@@ -968,6 +1091,10 @@ def _preview_message(action: Action, label: str) -> str:
         "values sent.",
         ActionKind.IMPORT_TO_BC: f"{label} would be added to Business Central.",
         ActionKind.UPDATE_BC: f"{label} would be updated from Outlook.",
+        ActionKind.MERGE: f"{label} changed on both sides: Outlook's "
+        + ", ".join(_caption(key) for key in action.from_outlook or {})
+        + " would go to Business Central, then Business Central's values to Outlook"
+        + ("; where both changed a field, Business Central wins." if action.conflict else "."),
         ActionKind.DETACH: f"{label} would stop syncing: {action.reason}.",
         ActionKind.SKIP: f"{label} {action.reason}.",
     }[action.kind]

@@ -93,6 +93,8 @@ class PlanInput:
     seen: Set[str] = frozenset()  # every Graph id read this run, changed or not
     removed: Set[str] = frozenset()  # Graph ids reported deleted
     whole_folder: bool = False  # the whole folder was read: linked ids not seen are gone
+    # In scope only because they were imported from this folder: the filter does not select them.
+    kept_imported: Set[int] = frozenset()
     bc_matches: Mapping[str, list[BcMatch]] = field(default_factory=dict)  # email -> persons, by No.
     linked_emails: Mapping[str, str] = field(default_factory=dict)  # email of a linked contact -> its No.
     remove_out_of_scope: bool = False
@@ -246,6 +248,15 @@ def _plan_link(
             reason += ", and its Outlook changes are not synced"
         return [Action(ActionKind.DETACH, **here, outlook=edited, reason=reason)]
 
+    if gone_in_outlook and link.contact_id in state.kept_imported:
+        # Added in Outlook, outside the filter, and now deleted there: it is not brought back.
+        return [
+            Action(
+                ActionKind.DROP_LINK,
+                **here,
+                reason="deleted in Outlook, where it was added; outside your filter, so not recreated",
+            )
+        ]
     if gone_in_outlook:
         return [Action(ActionKind.RECREATE_IN_M365, **here, reason="deleted in Outlook")]
     bc = state.bc.get(link.contact_id)

@@ -682,6 +682,7 @@ def test_an_imported_contact_moved_out_of_the_filter_stops_syncing_and_its_outlo
     user, outlook
 ):
     contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU|NA"})
+    ok(sync(user))
     outlook.create_contact(
         FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
     )
@@ -707,8 +708,31 @@ def test_an_imported_contact_moved_out_of_the_filter_stops_syncing_and_its_outlo
     assert_quiet(user, SyncMode.FULL, SyncMode.SYNC)  # said once, not on every run
 
 
+def test_an_imported_contact_outside_the_filter_deleted_in_outlook_is_not_recreated(user, outlook):
+    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU|NA"})
+    ok(sync(user))
+    outlook.create_contact(
+        FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
+    )
+    ok(sync(user))
+    nora = Contact.objects.get(search_email="nora.new@example.com")
+    outlook.delete_contact(folder(outlook)["nora.new@example.com"]["id"])
+
+    run = ok(sync(user))
+
+    assert folder(outlook) == {}
+    assert the_entry(run).message == (
+        f"{nora.no} Nora Newcontact was deleted in Outlook, where it was added; outside your filter, "
+        "so not recreated."
+    )
+    assert not ContactLink.objects.filter(contact=nora).exists()
+    assert Contact.objects.filter(pk=nora.pk).exists()  # Business Central keeps it
+    assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
+
+
 def test_an_imported_contact_takes_the_value_the_filter_pins(user, outlook):
     contact_sync.set_sync_filter(user=user, filters={"salesperson_code": "JR", "territory_code": "EU|NA"})
+    ok(sync(user))
     outlook.create_contact(
         FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
     )

@@ -343,6 +343,15 @@ def test_a_contact_leaving_the_scope_with_an_outlook_edit_says_the_edit_is_not_s
     assert action.reason.endswith("and its Outlook changes are not synced")
 
 
+def test_a_contact_added_in_outlook_outside_the_filter_and_deleted_there_is_not_recreated():
+    lk, _, _ = synced_pair(1)
+
+    action = only(plan(given(links=[lk], in_scope={1}, kept_imported={1}, removed={"g1"})))
+
+    assert (action.kind, action.contact_id, action.link_id) == (K.DROP_LINK, 1, 101)
+    assert action.reason == "deleted in Outlook, where it was added; outside your filter, so not recreated"
+
+
 # --- Rule 4: deleted in Outlook, still in Business Central ------------------------------------------
 
 
