@@ -27,8 +27,9 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from ..sync.engine import MassDeleteBlocked, SyncEngine
+from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
+from ..sync.planner import MassDeleteBlocked
 
 logger = logging.getLogger(__name__)
 

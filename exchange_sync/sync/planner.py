@@ -134,6 +134,10 @@ class Plan:
         return len(self.of(ActionKind.DELETE_IN_M365))
 
 
+class MassDeleteBlocked(Exception):
+    """A plan's deletes exceed the mass-delete guard; nothing was written. The message says why."""
+
+
 def plan(state: PlanInput) -> Plan:
     actions: list[Action] = []
     linked_contacts: set[int] = set()

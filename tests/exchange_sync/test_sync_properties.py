@@ -38,8 +38,8 @@ from exchange_sync.models import (
     SyncRun,
 )
 from exchange_sync.services import contact_sync
-from exchange_sync.sync.engine import _countries, scope_queryset
 from exchange_sync.sync.mapping import bc_record, outlook_contact
+from exchange_sync.sync.reader import load_countries, scope_queryset
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -354,7 +354,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     def check_one_to_one(self) -> None:
         setup = ContactSyncSetup.objects.get(user=self.user)
-        countries = _countries()
+        countries = load_countries()
         items = {item["id"]: item for item in self.items()}
         emails = [_primary(item) for item in items.values()]
         assert len(emails) == len(set(emails)), sorted(emails)

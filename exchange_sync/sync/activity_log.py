@@ -1,0 +1,215 @@
+"""A run's Activity Log: its entries, its counts and its heartbeat, and the words they use.
+
+The writers say what happened (`RunLog.add`); the names of actions and the sentences that recur live
+here, so one kind of action is worded the same in a preview, in an intent and once it is done.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from django.utils import timezone
+
+from contacts.models import Contact
+from exchange_sync.models import ActivityLog, ContactSyncSetup, Direction, Outcome, SyncRun
+
+from .mapping import OutlookContact
+from .planner import Action, ActionKind, Plan
+
+DB_CHUNK = 500  # rows per database transaction for Business Central-side writes and preview entries
+
+ACTION_NAMES = {
+    ActionKind.CREATE_IN_M365: "Create Outlook contact",
+    ActionKind.UPDATE_M365: "Update Outlook contact",
+    ActionKind.RECREATE_IN_M365: "Recreate Outlook contact",
+    ActionKind.DELETE_IN_M365: "Delete Outlook contact",
+    ActionKind.LINK: "Link by email",
+    ActionKind.IMPORT_TO_BC: "Import Outlook contact",
+    ActionKind.UPDATE_BC: "Update from Outlook",
+    ActionKind.MERGE: "Merge changes",
+    ActionKind.DETACH: "Stop syncing",
+    ActionKind.SKIP: "Skip",
+}
+# An applied skip of a Business Central contact is named after what it did not do.
+SKIPPED_SEND = "Send to Outlook"
+
+
+class RunLog:
+    """The entries and counts of one run, held until `flush()` writes them in the caller's transaction."""
+
+    def __init__(self, *, run: SyncRun, setup: ContactSyncSetup, requests_sent: Callable[[], int]) -> None:
+        self.run = run
+        self.setup = setup
+        self.requests_sent = requests_sent
+        self.tally: Counter[str] = Counter()
+        self.pending: list[ActivityLog] = []
+        self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
+
+    def add(self, **entry: Any) -> None:
+        """Hold one entry for the next flush, and count it. Takes `entry()`'s arguments."""
+        self.tally[_count_name(entry["outcome"], entry.get("direction", Direction.NONE))] += 1
+        self.pending.append(self.entry(**entry))
+
+    def entry(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        message: str,
+        contact: Contact | None = None,
+        contact_no: str = "",
+        email: str = "",
+        graph_id: str = "",
+        direction: str = Direction.NONE,
+        details: dict[str, Any] | None = None,
+    ) -> ActivityLog:
+        """One unsaved entry of this run; `add()` holds it for the next flush and counts it."""
+        return ActivityLog(
+            run=self.run,
+            user_id=self.run.user_id,
+            contact=contact,
+            contact_no=contact.no if contact else contact_no,
+            email=email or (contact.email if contact else ""),
+            graph_id=graph_id,
+            direction=direction,
+            action=action,
+            outcome=outcome,
+            message=message,
+            details=details or {},
+        )
+
+    def flush(self) -> None:
+        """Write the entries and counts so far, and prove the run is alive (heartbeat)."""
+        ActivityLog.objects.bulk_create(self.pending)
+        self.pending = []
+        now = timezone.now()
+        SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now, **self.counts())
+        ContactSyncSetup.objects.filter(pk=self.setup.pk, active_run=self.run).update(claimed_at=now)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            **{name: self.tally[name] for name in SyncRun.COUNT_FIELDS},
+            "graph_requests": self.requests_sent(),
+        }
+
+    def label(self, contact: Contact | None, action: Action) -> str:
+        if contact is None and action.link_id in self.deleted_nos:
+            return f"Contact {self.deleted_nos[action.link_id]}"
+        return contact_label(contact, action)
+
+    def deleted_no(self, action: Action) -> str:
+        return self.deleted_nos.get(action.link_id, "") if action.link_id else ""
+
+    def preview(self, the_plan: Plan) -> None:
+        contacts = Contact.objects.in_bulk(
+            [a.contact_id for a in the_plan.actions if a.contact_id is not None]
+        )
+        if the_plan.blocked:
+            self.add(action="Mass-delete guard", outcome=Outcome.SKIPPED, message=the_plan.blocked)
+        for action in the_plan.actions:
+            if action.kind == ActionKind.DROP_LINK:
+                continue
+            contact = contacts.get(action.contact_id) if action.contact_id is not None else None
+            direction = (
+                Direction.TO_BC
+                if action.kind in (ActionKind.IMPORT_TO_BC, ActionKind.UPDATE_BC)
+                else (Direction.TO_M365)
+            )
+            self.add(
+                contact=contact,
+                graph_id=action.graph_id or "",
+                email=(
+                    contact.email if contact else action.outlook.record["email"] if action.outlook else ""
+                ),
+                direction=direction,
+                action=ACTION_NAMES[action.kind],
+                outcome=Outcome.PLANNED,
+                contact_no=self.deleted_no(action),
+                message=_preview_message(action, self.label(contact, action)),
+            )
+            if len(self.pending) >= DB_CHUNK:
+                self.flush()
+        self.flush()
+
+
+def done_message(action: Action, label: str, record: dict[str, str]) -> tuple[str, str]:
+    """The outcome and sentence of a write to Outlook that Outlook accepted."""
+    if action.kind == ActionKind.CREATE_IN_M365:
+        return Outcome.CREATED, f"{label} was added to the Outlook folder."
+    if action.kind == ActionKind.RECREATE_IN_M365:
+        return (
+            Outcome.RECREATED,
+            f"{label} was deleted in Outlook and recreated, as it still exists in Business Central.",
+        )
+    if action.kind == ActionKind.LINK:
+        return Outcome.LINKED, (
+            f"{label} was matched by email to the Outlook contact that already had {record['email']}; "
+            "they are now linked and Business Central's values were sent."
+        )
+    if action.conflict:
+        return Outcome.UPDATED, f"{label} changed on both sides; Business Central's values won."
+    if action.reason:
+        return Outcome.UPDATED, f"{label}: {action.reason}."
+    return Outcome.UPDATED, f"{label} was updated in Outlook."
+
+
+def overwritten_text(overwritten: dict[str, str]) -> str:
+    """Outlook's values that Business Central's replace, as a log message lists them."""
+    return ", ".join(f"{key} '{value}'" for key, value in overwritten.items())
+
+
+def contact_label(contact: Contact | None, action: Action) -> str:
+    if contact is not None:
+        return f"{contact.no} {contact.name}"
+    if action.outlook is not None:
+        return f"Outlook contact '{action.outlook.label}'"
+    return "The Outlook contact"
+
+
+def caption(record_key: str) -> str:
+    return str(Contact._meta.get_field(record_key).verbose_name)
+
+
+def problems_text(problems: list[str]) -> str:
+    return (" " + " ".join(problems)) if problems else ""
+
+
+def import_details(item: OutlookContact, problems: list[str]) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    if item.originals:
+        details["original_values"] = item.originals
+    if problems:
+        details["problems"] = problems
+    return details
+
+
+def _count_name(outcome: str, direction: str) -> str:
+    """The SyncRun count a log entry adds to ("" for none): what went to Business Central has names
+    of its own; a preview's plans count nothing."""
+    if outcome in (Outcome.SKIPPED, Outcome.FAILED):
+        return outcome
+    if direction == Direction.TO_BC:
+        return {Outcome.CREATED: "imported", Outcome.UPDATED: "bc_updated"}.get(outcome, "")
+    return "" if outcome == Outcome.PLANNED else outcome
+
+
+def _preview_message(action: Action, label: str) -> str:
+    return {
+        ActionKind.CREATE_IN_M365: f"{label} would be added to the Outlook folder.",
+        ActionKind.UPDATE_M365: f"{label} would be updated in Outlook"
+        + (" (changed on both sides; Business Central wins)." if action.conflict else "."),
+        ActionKind.RECREATE_IN_M365: f"{label} was deleted in Outlook and would be recreated.",
+        ActionKind.DELETE_IN_M365: f"{label} would be removed from the Outlook folder: {action.reason}.",
+        ActionKind.LINK: f"{label} would be linked by email to the existing Outlook contact, "
+        "Business Central's values sent.",
+        ActionKind.IMPORT_TO_BC: f"{label} would be added to Business Central.",
+        ActionKind.UPDATE_BC: f"{label} would be updated from Outlook.",
+        ActionKind.MERGE: f"{label} changed on both sides: Outlook's "
+        + ", ".join(caption(key) for key in action.from_outlook or {})
+        + " would go to Business Central, then Business Central's values to Outlook"
+        + ("; where both changed a field, Business Central wins." if action.conflict else "."),
+        ActionKind.DETACH: f"{label} would stop syncing: {action.reason}.",
+        ActionKind.SKIP: f"{label} {action.reason}.",
+    }[action.kind]
