@@ -644,6 +644,17 @@ def test_a_detached_contact_that_comes_back_into_scope_is_synced_again(user, out
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
 
 
+def _imported_under_a_filter(user, outlook, filters: dict[str, str]) -> Contact:
+    """Nora Newcontact, added in the user's folder under `filters` and imported by a Sync."""
+    contact_sync.set_sync_filter(user=user, filters=filters)
+    ok(sync(user))
+    outlook.create_contact(
+        FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
+    )
+    ok(sync(user))
+    return Contact.objects.get(search_email="nora.new@example.com")
+
+
 def test_an_outlook_contact_imported_under_a_filter_stays_synced_both_ways(user, outlook):
     """Issue 10, finding 1: a contact the salesperson adds in their folder is imported without a
     Territory Code, so outside their filter `EU|NA`; it stays synced for them anyway."""
@@ -681,13 +692,7 @@ def test_an_outlook_contact_imported_under_a_filter_stays_synced_both_ways(user,
 def test_an_imported_contact_moved_out_of_the_filter_stops_syncing_and_its_outlook_edits_say_so(
     user, outlook
 ):
-    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU|NA"})
-    ok(sync(user))
-    outlook.create_contact(
-        FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
-    )
-    ok(sync(user))
-    nora = Contact.objects.get(search_email="nora.new@example.com")
+    nora = _imported_under_a_filter(user, outlook, {"territory_code": "EU|NA"})
     nora.territory_code = "AS"  # a deliberate move to another territory
     nora.save()
     run = ok(sync(user))
@@ -709,13 +714,7 @@ def test_an_imported_contact_moved_out_of_the_filter_stops_syncing_and_its_outlo
 
 
 def test_an_imported_contact_outside_the_filter_deleted_in_outlook_is_not_recreated(user, outlook):
-    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU|NA"})
-    ok(sync(user))
-    outlook.create_contact(
-        FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
-    )
-    ok(sync(user))
-    nora = Contact.objects.get(search_email="nora.new@example.com")
+    nora = _imported_under_a_filter(user, outlook, {"territory_code": "EU|NA"})
     outlook.delete_contact(folder(outlook)["nora.new@example.com"]["id"])
 
     run = ok(sync(user))
@@ -731,15 +730,8 @@ def test_an_imported_contact_outside_the_filter_deleted_in_outlook_is_not_recrea
 
 
 def test_an_imported_contact_takes_the_value_the_filter_pins(user, outlook):
-    contact_sync.set_sync_filter(user=user, filters={"salesperson_code": "JR", "territory_code": "EU|NA"})
-    ok(sync(user))
-    outlook.create_contact(
-        FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
-    )
+    nora = _imported_under_a_filter(user, outlook, {"salesperson_code": "JR", "territory_code": "EU|NA"})
 
-    ok(sync(user))
-
-    nora = Contact.objects.get(search_email="nora.new@example.com")
     assert (nora.salesperson_code, nora.territory_code) == ("JR", "")
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
 
