@@ -10,7 +10,8 @@ actions that make them agree, under Business Central's rules:
   keeps Business Central's value (Outlook's is logged). A link synced before the last-synced values
   were kept, or one coming back into scope, has nothing to merge against: Business Central wins;
 - an Outlook change to a contact outside the scope is not synced, and the plan says so;
-- a linked contact deleted in Outlook while still in scope is recreated;
+- a linked contact deleted in Outlook while still in scope is recreated, unless it is in scope only
+  because it was imported from the folder (outside the filter): then it stops syncing;
 - the link (Graph immutable id) is the identity; unlinked contacts are matched by normalised email
   before anything is created, lowest No. first;
 - a contact deleted in Business Central is deleted from the folder; one that leaves the scope is
