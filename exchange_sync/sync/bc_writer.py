@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from contacts.models import Contact, ContactType, normalize_email, phone_validator
@@ -67,17 +67,19 @@ class BcWriter:
             with transaction.atomic():
                 contacts = Contact.objects.select_for_update().in_bulk([a.contact_id for a in chunk])
                 for action in chunk:
-                    contact = contacts.get(action.contact_id)
-                    if contact is None or record_hash(bc_record(contact)) != action.expected_bc_hash:
-                        continue
-                    assert action.outlook is not None and action.from_outlook is not None
-                    before = bc_record(contact)
-                    problems = self._apply_record(
-                        contact, action.outlook, companies, keys=action.from_outlook
-                    )
-                    contact.save()
-                    self._log_update(contact, action.outlook, before, problems)
+                    self._write_from_outlook(action, contacts.get(action.contact_id), companies)
                 self.log.flush()
+
+    def _take_fields(
+        self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]
+    ) -> None:
+        if contact is None or record_hash(bc_record(contact)) != action.expected_bc_hash:
+            return
+        assert action.outlook is not None and action.from_outlook is not None
+        before = bc_record(contact)
+        problems = self._apply_record(contact, action.outlook, companies, keys=action.from_outlook)
+        contact.save()
+        self._log_update(contact, action.outlook, before, problems)
 
     def _apply_chunk(self, actions: list[Action]) -> None:
         contact_ids = [a.contact_id for a in actions if a.contact_id is not None]
@@ -88,10 +90,8 @@ class BcWriter:
             contacts = Contact.objects.select_for_update().in_bulk(contact_ids)
             for action in actions:
                 contact = contacts.get(action.contact_id) if action.contact_id is not None else None
-                if action.kind == ActionKind.IMPORT_TO_BC:
-                    self._import(action, companies)
-                elif action.kind == ActionKind.UPDATE_BC:
-                    self._update_bc(action, contact, companies)
+                if action.kind in (ActionKind.IMPORT_TO_BC, ActionKind.UPDATE_BC):
+                    self._write_from_outlook(action, contact, companies)
                 elif action.kind == ActionKind.DETACH:
                     ContactLink.objects.filter(pk=action.link_id).update(detached=True)
                     self._note_outlook_edit(action)
@@ -116,6 +116,32 @@ class BcWriter:
                 elif action.kind == ActionKind.SKIP:
                     self._skip(action, contact)
             self.log.flush()
+
+    def _write_from_outlook(
+        self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]
+    ) -> None:
+        """Import, update or merge one contact in a savepoint: one the database refuses is logged as
+        failed, and the others of the chunk still go in."""
+        try:
+            with transaction.atomic():
+                if action.kind == ActionKind.IMPORT_TO_BC:
+                    self._import(action, companies)
+                elif action.kind == ActionKind.MERGE:
+                    self._take_fields(action, contact, companies)
+                else:
+                    self._update_bc(action, contact, companies)
+        except DatabaseError as error:
+            assert action.outlook is not None
+            self.log.add(
+                contact=contact,
+                graph_id=action.graph_id or "",
+                email=action.outlook.record["email"],
+                direction=Direction.TO_BC,
+                action=ACTION_NAMES[action.kind],
+                outcome=Outcome.FAILED,
+                message=f"{contact_label(contact, action)} could not be saved in Business Central "
+                f"(the database refused it: {type(error).__name__}); a Full Sync tries again.",
+            )
 
     def _note_outlook_edit(self, action: Action) -> None:
         """An Outlook edit to a contact outside the scope, logged as not synced: the link records

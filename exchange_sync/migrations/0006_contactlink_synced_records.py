@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("exchange_sync", "0003_contactlink_email"),
+        ("exchange_sync", "0005_folder_rename"),
     ]
 
     operations = [
