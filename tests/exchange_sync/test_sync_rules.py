@@ -319,7 +319,7 @@ def test_when_both_sides_changed_business_central_wins_and_the_log_keeps_outlook
     entry = the_entry(run)
     assert (entry.direction, entry.outcome) == (Direction.TO_M365, Outcome.UPDATED)
     assert "changed on both sides; Business Central's values won" in entry.message
-    assert "job_title 'Chief Buyer'" in entry.message
+    assert "Job Title 'Chief Buyer'" in entry.message
     assert entry.details["outlook_values_overwritten"] == {"job_title": "Chief Buyer", "city": "Lyon"}
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
 
@@ -812,7 +812,7 @@ def test_a_value_too_long_for_business_central_is_cut_and_the_log_keeps_it_whole
     assert ada.job_title == long_title[:30].rstrip()
     entry = the_entry(run)
     assert entry.details["original_values"] == {"job_title": long_title}
-    assert "Cut to fit Business Central: job_title (45 characters)" in entry.message
+    assert "Cut to fit Business Central: Job Title (45 characters)" in entry.message
     # Outlook keeps its long value; the cut does not make the contact flip-flop.
     assert folder(outlook)["ada@example.com"]["jobTitle"] == long_title
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
@@ -1044,8 +1044,8 @@ def test_validate_names_an_unknown_mailbox(m365):
 # --- the sync_contacts command ----------------------------------------------------------------------------
 
 SUMMARY = re.compile(
-    r"^created=(\d+) updated=(\d+) deleted=(\d+) recreated=(\d+) imported=(\d+) skipped=(\d+) "
-    r"failed=(\d+) graph_requests=(\d+)$"
+    r"^created=(\d+) updated=(\d+) linked=(\d+) deleted=(\d+) recreated=(\d+) imported=(\d+) "
+    r"skipped=(\d+) failed=(\d+) graph_requests=(\d+)$"
 )
 
 
@@ -1059,9 +1059,9 @@ def test_sync_contacts_command_prints_one_summary_line(user, outlook):
     assert len(lines) == 1
     match = SUMMARY.match(lines[0])
     assert match, lines[0]
-    assert match.groups()[:7] == ("2", "0", "0", "0", "0", "0", "0")
+    assert match.groups()[:8] == ("2", "0", "0", "0", "0", "0", "0", "0")
     run = SyncRun.objects.get()
-    assert int(match.group(8)) == run.graph_requests > 0
+    assert int(match.group(9)) == run.graph_requests > 0
     assert len(outlook.list_contacts(FOLDER)) == 2
 
 
