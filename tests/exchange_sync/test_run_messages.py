@@ -11,20 +11,10 @@ from django.urls import reverse
 
 from contacts.models import Contact
 from exchange_sync.models import SyncMode
-from tests.exchange_sync.test_sync_rules import FOLDER, MAILBOX, counts, folder, ok, sync, the_entry
+from tests.exchange_sync.test_sync_rules import FOLDER, counts, folder, ok, sync, the_entry
 from tests.factories import PersonFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def emulator(m365):
-    return m365.emulator
-
-
-@pytest.fixture
-def outlook(emulator, sync_user):
-    return emulator.outlook(MAILBOX)
 
 
 def outlook_person(outlook, email: str, **fields) -> dict:

@@ -109,16 +109,6 @@ def assert_quiet(user, *modes: str) -> None:
 
 
 @pytest.fixture
-def emulator(m365):
-    return m365.emulator
-
-
-@pytest.fixture
-def outlook(emulator, sync_user):
-    return emulator.outlook(MAILBOX)
-
-
-@pytest.fixture
 def user(sync_user):
     return sync_user
 
