@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django_q",
     "contacts",
     "exchange_sync",
+    "harness",  # dev-only: the soak_sync and bench_sync commands
 ]
 
 MIDDLEWARE = [
@@ -72,7 +73,7 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bcsync.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One writer at a time: take the write lock at BEGIN and wait for it, instead of failing with
-    # "database is locked" when a read transaction upgrades (reference/django.md section 2).
+    # "database is locked" when a read transaction upgrades (Django's default is DEFERRED).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",

@@ -1,7 +1,7 @@
 """The business contact master, after Business Central's Contact table (5050).
 
-Field lengths are Business Central's (reference/business-central.md section 2), so anything that
-fits here fits there.
+Field lengths are those of Business Central's Contact table (Name 100, First Name 30, City 30,
+E-Mail 80, ...), so anything that fits here fits there.
 """
 
 from __future__ import annotations

@@ -247,14 +247,6 @@ class GraphClient:
         for page in self._pages(f"{contacts_path(mailbox, folder_id)}?{query}", mailbox=mailbox):
             yield from page.get("value", [])
 
-    def find_contacts_by_email(self, *, mailbox: str, folder_id: str, email: str) -> list[dict[str, Any]]:
-        """Contacts in the folder with this address among their email addresses."""
-        query = _query({"$filter": f"emailAddresses/any(a:a/address eq {_odata_string(email)})"})
-        found: list[dict[str, Any]] = []
-        for page in self._pages(f"{contacts_path(mailbox, folder_id)}?{query}", mailbox=mailbox):
-            found.extend(page.get("value", []))
-        return found
-
     def get_contact(
         self,
         *,

@@ -1,8 +1,9 @@
 """Business Central filter expressions on contacts, compiled to a Django `Q` (never to SQL text).
 
 A Contact Sync Setup stores its filter as `{field key: expression}`, e.g.
-`{"territory_code": "EU|NA", "city": "@lon*"}`: the Set Sync Filter dialog of Business Central
-(reference/business-central.md section 3), on the fields that dialog offers plus Name and Type.
+`{"territory_code": "EU|NA", "city": "@lon*"}`: the Set Sync Filter dialog of Business Central, on
+the fields that dialog offers (Territory Code, Company No., Salesperson Code, City, County, Post Code,
+Country/Region Code) plus Name and Type.
 
 Syntax of one expression, as in Business Central:
 

@@ -1,4 +1,4 @@
-"""Business Central Contact <-> Graph contact, after reference/business-central.md section 5.1.
+"""Business Central Contact <-> Graph contact, field for field as Business Central's Exchange sync maps them.
 
 Both directions meet in one shape, a *record*: the synced fields in Business Central's terms. A
 record's hash tells whether that side changed since the last sync (the link keeps both hashes).

@@ -80,18 +80,3 @@ def test_extended_properties_come_back_when_expanded(client, mailbox, folder_id)
         assert [(p["id"].lower(), p["value"]) for p in found["singleValueExtendedProperties"]] == [
             (TAG.lower(), "CT000001")
         ]
-
-
-def test_find_contacts_by_email(client, mailbox, folder_id):
-    contact = {**person(1), "emailAddresses": [{"address": "o'neil+sales@example.com"}]}
-    created = client.create_contact(mailbox=mailbox, folder_id=folder_id, contact=contact)
-    client.create_contact(mailbox=mailbox, folder_id=folder_id, contact=person(2))
-
-    found = client.find_contacts_by_email(
-        mailbox=mailbox, folder_id=folder_id, email="o'neil+sales@example.com"
-    )
-
-    assert [contact["id"] for contact in found] == [created["id"]]
-    assert (
-        client.find_contacts_by_email(mailbox=mailbox, folder_id=folder_id, email="nobody@example.com") == []
-    )

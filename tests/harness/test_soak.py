@@ -1,4 +1,4 @@
-"""Proof under stress: the crash soak and the fault soak (exchange_sync/soak.py) as tests.
+"""Proof under stress: the crash soak and the fault soak (harness/soak.py) as tests.
 
 Each trial edits both sides at random, SIGKILLs `manage.py sync_contacts` processes at random moments
 against an emulator process with latency (so kills land while reading, inside a $batch Graph has
@@ -17,7 +17,7 @@ import random
 
 import pytest
 
-from exchange_sync.soak import SoakOptions, Tally, run_soak
+from harness.soak import SoakOptions, Tally, run_soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,11 +1,11 @@
-"""Benchmark contact sync against the Microsoft 365 emulator, realistic profile (exchange_sync.bench)."""
+"""Benchmark contact sync against the Microsoft 365 emulator, realistic profile (harness/bench.py)."""
 
 import argparse
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from exchange_sync import bench
+from harness import bench
 
 DEFAULT_SIZES = "1000,10000"
 LARGE_SIZE = 100_000

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,10 +36,12 @@ from exchange_sync.services import contact_sync
 from m365_emulator.config import EmulatorConfig
 from m365_emulator.control import EmulatorControl, emulator_process
 
+from .child import child_env, emulator_login, manage_py
+
 MAILBOX = "bench@contoso.test"
 SEED_CHUNK = 5000
 SQLITE_PARAMS = 500  # ids per IN (...) clause: SQLite limits the parameters of one statement
-# Graph's page cap for contact delta, which the emulator keeps (reference/microsoft-graph.md §3).
+# Graph answers contact delta in pages of at most 200, however many are asked for; the emulator too.
 DELTA_PAGE_CAP = EmulatorConfig().delta_page_size
 # Graph's 10,000 requests per 10 minutes per mailbox is switched off: at the default profile a single
 # 10,000-contact Full Sync would spend ~8 minutes waiting out the window, which measures the limit, not
@@ -95,23 +96,17 @@ def _measure_in_child(*, n: int, emulator_url: str, profile: Profile, scratch: P
     var_dir = scratch / f"n{n}"
     var_dir.mkdir()
     out = var_dir / "results.json"
-    env = {
-        **os.environ,
-        "BCSYNC_VAR_DIR": str(var_dir),
-        # Explicit, so neither the caller's environment nor .env can point the child at real data.
-        "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
-        "M365_EMULATOR_URL": emulator_url,
-        "M365_TENANT_ID": EmulatorConfig().tenant,
-        "M365_CLIENT_ID": EmulatorConfig().client_id,
-        "M365_CLIENT_SECRET": EmulatorConfig().client_secret,
-        "LOG_LEVEL": "WARNING",
-    }
-    command = [
-        sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "bench_sync",
+    config = EmulatorConfig()
+    login = emulator_login(
+        url=emulator_url, tenant=config.tenant, client_id=config.client_id, client_secret=config.client_secret
+    )
+    env = child_env(var_dir=var_dir, **login, LOG_LEVEL="WARNING")
+    command = manage_py(
+        "bench_sync",
         "--worker-size", str(n), "--worker-emulator-url", emulator_url, "--worker-out", str(out),
         "--latency-ms", str(profile.latency_ms), "--item-latency-ms", str(profile.item_latency_ms),
         "--max-concurrency", str(profile.max_concurrency),
-    ]  # fmt: skip
+    )  # fmt: skip
     subprocess.run(command, env=env, check=True, cwd=settings.BASE_DIR)  # noqa: S603 - our own command
     return [Result(**row) for row in json.loads(out.read_text())]
 

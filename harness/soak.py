@@ -1,4 +1,4 @@
-"""The crash and fault soak behind `manage.py soak_sync` and tests/exchange_sync/test_soak.py.
+"""The crash and fault soak behind `manage.py soak_sync` and tests/harness/test_soak.py.
 
 One Business Central user syncs one mailbox of a Microsoft 365 emulator started as a process of its
 own. Each trial makes random edits on both sides (Business Central through the ORM, Outlook through the
@@ -24,17 +24,16 @@ The driver process holds no transaction while a child runs, so both see committe
 from __future__ import annotations
 
 import functools
-import os
+import json
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -57,6 +56,8 @@ from exchange_sync.services.contact_sync import setups_for
 from exchange_sync.sync.mapping import bc_record, outlook_contact, record_hash
 from exchange_sync.sync.reader import load_countries, scope_queryset
 from m365_emulator.control import EmulatorControl, emulator_process
+
+from .child import child_env, emulator_login, manage_py
 
 SOAK_USER = "soak"
 MAILBOX = "soak@contoso.test"
@@ -99,6 +100,14 @@ class SoakOptions:
     latency_ms: float = 40.0
     item_latency_ms: float = 15.0
     full_sync_share: float = 0.3
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SoakOptions:
+        values = json.loads(text)
+        return cls(**{**values, "edits": tuple(values["edits"])})
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ class Tally:
         )
 
 
-def database_url(settings_dict: dict[str, Any]) -> str:
+def database_url_of(settings_dict: dict[str, Any]) -> str:
     """A DATABASE_URL naming the database this process is connected to (the test database in tests)."""
     engine = settings_dict["ENGINE"]
     name = str(settings_dict["NAME"])
@@ -200,18 +209,17 @@ class Soak:
         self.out = out
         self.control = EmulatorControl(emulator_url)
         self.outlook = self.control.outlook(MAILBOX)
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(connection.settings_dict),
-            "BCSYNC_VAR_DIR": str(settings.VAR_DIR),
-            "M365_EMULATOR_URL": emulator_url,
-            "M365_TENANT_ID": TENANT,
-            "M365_CLIENT_ID": CLIENT_ID,
-            "M365_CLIENT_SECRET": CLIENT_SECRET,
-            "SYNC_CLAIM_STALE_SECONDS": "0",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONHASHSEED": "0",
-        }
+        # The sync processes open this process's database (the test database in tests).
+        self.env = child_env(
+            var_dir=settings.VAR_DIR,
+            database_url=database_url_of(connection.settings_dict),
+            **emulator_login(
+                url=emulator_url, tenant=TENANT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+            ),
+            SYNC_CLAIM_STALE_SECONDS="0",
+            LOG_LEVEL="WARNING",
+            PYTHONHASHSEED="0",
+        )
         self.tracked: list[Tracked] = []
         self.faults_on = False
         self.delta_expired_in_run = False
@@ -461,7 +469,7 @@ class Soak:
     # --- runs ---------------------------------------------------------------------------------------
 
     def command(self, mode: str) -> list[str]:
-        command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "sync_contacts", "--user", SOAK_USER]
+        command = manage_py("sync_contacts", "--user", SOAK_USER)
         return [*command, "--full"] if mode == SyncMode.FULL else command
 
     def measure_startup(self) -> float:
@@ -836,3 +844,20 @@ def run_soak(options: SoakOptions, *, out: Callable[[str], None] = print) -> Tal
             soak.tally.wall_s = soak.tally.wall_s or 0.0
             out(f"tallies: {soak.tally.line()}")
     return tally
+
+
+def run_soak_in_scratch_database(options: SoakOptions, *, database_url: str = "") -> None:
+    """Migrate a throwaway SQLite database (or the empty one `database_url` names) and run the soak in a
+    child `soak_sync` pointed at it, so the caller's own database, whose persons would all be in the
+    soak user's scope, is never touched. Raises SoakFailed when the child finds a problem."""
+    with tempfile.TemporaryDirectory(prefix="bcsync-soak-db-") as scratch:
+        env = child_env(var_dir=Path(scratch), database_url=database_url)
+        migrate = manage_py("migrate", "--noinput", "-v", "0")
+        if subprocess.run(migrate, env=env, check=False).returncode:  # noqa: S603 - our own manage.py
+            raise SoakFailed("Could not migrate the soak database.")
+        soak = manage_py("soak_sync", "--in-place", options.to_json())
+        child = subprocess.run(soak, env=env, check=False)  # noqa: S603 - our own manage.py
+        if child.returncode:
+            raise SoakFailed(
+                f"The soak found a problem (exit status {child.returncode}); seed {options.seed}."
+            )
