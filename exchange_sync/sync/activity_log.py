@@ -59,10 +59,10 @@ class RunLog:
         self.pending: list[ActivityLog] = []
         self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
 
-    def add(self, **entry: Any) -> None:
+    def add(self, **fields: Any) -> None:
         """Hold one entry for the next flush, and count it. Takes `entry()`'s arguments."""
-        self.tally[_count_name(entry["outcome"], entry.get("direction", Direction.NONE))] += 1
-        self.pending.append(self.entry(**entry))
+        self.tally[_count_name(fields["outcome"], fields.get("direction", Direction.NONE))] += 1
+        self.pending.append(self.entry(**fields))
 
     def entry(
         self,
@@ -119,7 +119,9 @@ class RunLog:
             [a.contact_id for a in the_plan.actions if a.contact_id is not None]
         )
         if the_plan.blocked:
-            self.add(action="Mass-delete guard", outcome=Outcome.SKIPPED, message=the_plan.blocked)
+            # About the whole run, not a contact: held without counting, so "would skip" counts contacts.
+            guard = self.entry(action="Mass-delete guard", outcome=Outcome.SKIPPED, message=the_plan.blocked)
+            self.pending.append(guard)
         for action in the_plan.actions:
             if action.kind == ActionKind.DROP_LINK:
                 continue

@@ -69,6 +69,21 @@ def test_a_preview_counts_what_a_sync_would_do_and_writes_nothing(sync_user, out
     assert only_reads(emulator)
 
 
+def test_a_preview_of_a_blocked_plan_counts_the_deletes_it_plans_and_not_the_guard(sync_user, outlook):
+    people = PersonFactory.create_batch(25)
+    ok(sync(sync_user))
+    Contact.objects.filter(pk__in=[p.pk for p in people]).delete()
+
+    preview = ok(sync(sync_user, SyncMode.PREVIEW))
+
+    assert the_entry(preview, action="Mass-delete guard").message.startswith("This run would delete 25 of")
+    assert counts(preview) == {"deleted": 25}
+    assert preview.summary_line().startswith(
+        "would create 0, would update 0, would link 0, would delete 25, would recreate 0, would import 0, "
+        "would skip 0; "
+    )
+
+
 # --- finding 12: contacts matched by email are in the summary -----------------------------------------------
 
 
