@@ -29,6 +29,9 @@ class UserCard(models.Model):
 
     class Meta:
         verbose_name = "user card"
+        # Which mailbox a user syncs is an administrator's decision, as Business Central's
+        # Authentication Email is: the app may reach every mailbox of the tenant.
+        permissions = [("change_microsoft_365_email", "Can change the Microsoft 365 email of a user")]
         constraints = [
             models.UniqueConstraint(
                 Lower("microsoft_365_email"),
@@ -78,6 +81,25 @@ class OutOfScopePolicy(models.TextChoices):
     REMOVE = "remove", "Remove it from the Outlook folder"
 
 
+class ContactSyncSetupManager(models.Manager):
+    """The claim behind one run per user: a run holds the setup (active_run) from its request to its
+    end and renews claimed_at as it writes, so that the claim of a process that died goes stale."""
+
+    def claim(self, *, setup: ContactSyncSetup, run: SyncRun, now: datetime, stale_before: datetime) -> bool:
+        """Take the claim for `run`, unless another run holds one renewed since `stale_before`."""
+        return bool(
+            self.filter(pk=setup.pk)
+            .filter(models.Q(active_run__isnull=True) | models.Q(claimed_at__lt=stale_before))
+            .update(active_run=run, claimed_at=now)
+        )
+
+    def renew_claim(self, *, setup: ContactSyncSetup, run: SyncRun, now: datetime) -> None:
+        self.filter(pk=setup.pk, active_run=run).update(claimed_at=now)
+
+    def release_claim(self, *, setup: ContactSyncSetup, run: SyncRun) -> None:
+        self.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
+
+
 class ContactSyncSetup(models.Model):
     """Page "Contact Sync. Setup": folder, filter and the sync state of one user."""
 
@@ -112,6 +134,8 @@ class ContactSyncSetup(models.Model):
         "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ContactSyncSetupManager()
 
     class Meta:
         verbose_name = "contact sync setup"

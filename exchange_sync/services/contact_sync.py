@@ -10,11 +10,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from ..graph import GraphClient, GraphError, graph_client_from_settings
+from ..graph import GraphClient, GraphError, M365NotConfigured, graph_client_from_settings
 from ..models import (
     ActivityLog,
     ConnectionStatus,
@@ -60,7 +59,8 @@ def mailbox_of(*, user: AbstractBaseUser) -> str:
     email = UserCard.objects.filter(user=user).values_list("microsoft_365_email", flat=True).first()
     if not email:
         raise SetupIncomplete(
-            f"{user} has no Microsoft 365 email. Enter it in the Microsoft 365 section of the User Card."
+            f"{user} has no Microsoft 365 email. Enter it in the Microsoft 365 section of the User Card "
+            "(an administrator's task)."
         )
     return email
 
@@ -99,7 +99,10 @@ class ConnectionCheck:
 
 def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
     """Business Central's Validate Exchange Connection, step by step: a Microsoft 365 email, a
-    token, a mailbox that answers, and the sync folder (found or created)."""
+    token, a mailbox that answers, and the sync folder (found or created).
+
+    A process with no Microsoft 365 settings says nothing about the user's connection, so it reports
+    the failure but leaves the setup's status and last validation as they were."""
     exchange, contact_setup = setups_for(user=user)
     step = "Microsoft 365 email"
     try:
@@ -118,6 +121,8 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         )
     except (SetupIncomplete, GraphError) as exc:
         check = ConnectionCheck(ok=False, message=f"Cannot connect to Microsoft 365 ({step}): {exc}")
+        if isinstance(exc, M365NotConfigured):
+            return check
     ExchangeSyncSetup.objects.filter(pk=exchange.pk).update(
         connection_status=ConnectionStatus.CONNECTED if check.ok else ConnectionStatus.FAILED,
         last_validated_at=timezone.now(),
@@ -152,12 +157,7 @@ def request_contact_sync(
         previous = (
             ContactSyncSetup.objects.filter(pk=setup.pk).values_list("active_run_id", flat=True).first()
         )
-        claimed = (
-            ContactSyncSetup.objects.filter(pk=setup.pk)
-            .filter(Q(active_run__isnull=True) | Q(claimed_at__lt=stale_before))
-            .update(active_run=run, claimed_at=now)
-        )
-        if not claimed:
+        if not ContactSyncSetup.objects.claim(setup=setup, run=run, now=now, stale_before=stale_before):
             active = SyncRun.objects.filter(pk=previous).first()
             raise SyncRefused(
                 f"A {active.get_mode_display() if active else 'sync'} is already "
@@ -221,7 +221,7 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         logger.exception("Contact sync run %s failed", run.pk)
         _fail(run, engine, UNEXPECTED_ERROR.format(name=type(exc).__name__))
     finally:
-        ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
+        ContactSyncSetup.objects.release_claim(setup=setup, run=run)
     run.refresh_from_db()
     return run
 
@@ -242,6 +242,34 @@ def set_sync_filter(*, user: AbstractBaseUser, filters: dict[str, str]) -> str:
     _, setup = setups_for(user=user)
     ContactSyncSetup.objects.filter(pk=setup.pk).update(contact_filter=cleaned)
     return describe_filter(filters=cleaned)
+
+
+def delete_contact_sync_setup(*, setup: ContactSyncSetup) -> ContactSyncSetup:
+    """Delete a Contact Sync Setup; returns the setup that replaces it. Its settings go (sync filter,
+    out-of-scope choice, sync state), but the replacement keeps the folder and the links: they are
+    the only record of which Outlook contact is which Business Central contact, and pairing again by
+    email would duplicate every contact whose email changed since the last Sync. The replacement's
+    first Sync is a full comparison. Refused while a run holds the setup, which it would go on
+    writing to."""
+    stale_before = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    with transaction.atomic():
+        locked = ContactSyncSetup.objects.select_for_update().select_related("user").get(pk=setup.pk)
+        if locked.active_run_id is not None and locked.claimed_at and locked.claimed_at >= stale_before:
+            raise SyncRefused(
+                f"A sync is running for {locked.user}; delete the Contact Sync Setup when it has ended."
+            )
+        links = list(ContactLink.objects.filter(setup=locked))
+        locked.delete()
+        replacement = ContactSyncSetup.objects.create(
+            user=locked.user,
+            folder_name=locked.folder_name,
+            folder_id=locked.folder_id,
+            folder_mailbox=locked.folder_mailbox,
+        )
+        for link in links:
+            link.pk, link.setup = None, replacement
+        ContactLink.objects.bulk_create(links)
+    return replacement
 
 
 def delete_activity_log(*, user: AbstractBaseUser) -> int:

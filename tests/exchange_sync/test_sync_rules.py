@@ -1031,6 +1031,30 @@ def test_validate_names_an_unknown_mailbox(m365):
     assert "has no Exchange Online mailbox for nobody@contoso.test" in check.message
 
 
+
+def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connection_state_alone(
+    user, settings
+):
+    connected = contact_sync.validate_exchange_connection(user=user)  # through the real client
+    assert connected.ok
+    before = ExchangeSyncSetup.objects.get(user=user)
+    for name in ("M365_EMULATOR_URL", "M365_TENANT_ID", "M365_CLIENT_ID", "M365_CLIENT_SECRET"):
+        setattr(settings, name, "")
+    reset_graph_client_cache()
+
+    check = contact_sync.validate_exchange_connection(user=user)
+
+    assert not check.ok
+    assert check.message.startswith("Cannot connect to Microsoft 365 (sign-in to Microsoft 365): ")
+    assert "Microsoft 365 is not configured" in check.message
+    after = ExchangeSyncSetup.objects.get(user=user)
+    assert (after.connection_status, after.last_validated_at, after.last_validation_message) == (
+        ConnectionStatus.CONNECTED,
+        before.last_validated_at,
+        connected.message,
+    )
+
+
 # --- the sync_contacts command ----------------------------------------------------------------------------
 
 SUMMARY = re.compile(
