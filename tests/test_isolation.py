@@ -445,7 +445,7 @@ def test_ann_can_press_her_own_buttons(as_ann, ann, bob, m365, monkeypatch):
     assert validated.headers["Location"] == admin_url(ContactSyncSetup, "change", ann.setup.pk)
     assert as_ann.messages(validated.headers["Location"]) == [
         f"Connected successfully to Microsoft 365: mailbox {ann.card.microsoft_365_email}, "
-        f"folder &#x27;{ann.setup.folder_name}&#x27; is ready."
+        f"folder &#x27;{ann.setup.folder_name}&#x27; will be created by the first Sync."
     ]
     assert ExchangeSyncSetup.objects.get(pk=ann.exchange.pk).connection_status == ConnectionStatus.CONNECTED
 

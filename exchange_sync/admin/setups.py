@@ -181,7 +181,18 @@ class ContactSyncSetupAdmin(SetupAdmin):
     )
     list_select_related = ("user", "active_run")
     fieldsets = (
-        (None, {"fields": ("user", "folder_name", "filter_description", "out_of_scope_policy")}),
+        (
+            None,
+            {
+                "fields": (
+                    "user",
+                    "folder_name",
+                    "existing_folder_policy",
+                    "filter_description",
+                    "out_of_scope_policy",
+                )
+            },
+        ),
         ("Synchronization", {"fields": ("last_sync_at", "watermark", "background_sync", "active_run")}),
     )
     readonly_fields = (
@@ -237,6 +248,15 @@ class ContactSyncSetupAdmin(SetupAdmin):
                 else "",
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_model(self, request: HttpRequest, obj: ContactSyncSetup, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "folder_name" in form.changed_data:
+            self.message_user(
+                request,
+                "Folder name changed: " + contact_sync.next_folder_step(user=obj.user),
+                messages.WARNING,
+            )
 
     def run_view(self, request: HttpRequest, object_id: str, button: str):
         setup = post_only_object(self, request, object_id)

@@ -13,13 +13,14 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from ..graph import GraphClient, GraphError, M365NotConfigured, graph_client_from_settings
+from ..graph import GraphError, M365NotConfigured, graph_client_from_settings
 from ..models import (
     ActivityLog,
     ConnectionStatus,
     ContactLink,
     ContactSyncSetup,
     ExchangeSyncSetup,
+    Outcome,
     RunStatus,
     SyncMode,
     SyncRun,
@@ -29,6 +30,8 @@ from ..models import (
 from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
+from . import sync_folder
+from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
 
@@ -65,32 +68,6 @@ def mailbox_of(*, user: AbstractBaseUser) -> str:
     return email
 
 
-def resolve_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str) -> str:
-    """The id of the user's sync folder, found by name or created. A different folder than last time
-    (renamed setting, another mailbox, folder deleted in Outlook) starts the links afresh; email
-    matching then pairs the contacts again without duplicates."""
-    if setup.folder_id and setup.folder_mailbox == mailbox:
-        folder = client.get_contact_folder(mailbox=mailbox, folder_id=setup.folder_id)
-        if folder is not None and folder.get("displayName") == setup.folder_name:
-            return setup.folder_id
-    folder = client.find_contact_folder(mailbox=mailbox, display_name=setup.folder_name)
-    if folder is None:
-        folder = client.create_contact_folder(mailbox=mailbox, display_name=setup.folder_name)
-    if folder["id"] != setup.folder_id or setup.folder_mailbox != mailbox:
-        with transaction.atomic():
-            ContactLink.objects.filter(setup=setup).delete()
-            ContactSyncSetup.objects.filter(pk=setup.pk).update(
-                folder_id=folder["id"], folder_mailbox=mailbox, delta_link="", watermark=None
-            )
-        setup.folder_id, setup.folder_mailbox, setup.delta_link, setup.watermark = (
-            folder["id"],
-            mailbox,
-            "",
-            None,
-        )
-    return setup.folder_id
-
-
 @dataclass(frozen=True)
 class ConnectionCheck:
     ok: bool
@@ -99,7 +76,8 @@ class ConnectionCheck:
 
 def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
     """Business Central's Validate Exchange Connection, step by step: a Microsoft 365 email, a
-    token, a mailbox that answers, and the sync folder (found or created).
+    token, a mailbox that answers, and what the next Sync does with the folder. Writes nothing to
+    Outlook.
 
     A process with no Microsoft 365 settings says nothing about the user's connection, so it reports
     the failure but leaves the setup's status and last validation as they were."""
@@ -113,11 +91,11 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         step = f"mailbox {mailbox}"
         client.check_mailbox(mailbox=mailbox)
         step = f"folder '{contact_setup.folder_name}'"
-        resolve_folder(client=client, setup=contact_setup, mailbox=mailbox)
+        folder = sync_folder.look_up_folder(client=client, setup=contact_setup, mailbox=mailbox)
         check = ConnectionCheck(
             ok=True,
             message=f"Connected successfully to Microsoft 365: mailbox {mailbox}, "
-            f"folder '{contact_setup.folder_name}' is ready.",
+            f"{folder.describe(done=False)}.",
         )
     except (SetupIncomplete, GraphError) as exc:
         check = ConnectionCheck(ok=False, message=f"Cannot connect to Microsoft 365 ({step}): {exc}")
@@ -129,6 +107,17 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         last_validation_message=check.message,
     )
     return check
+
+
+def next_folder_step(*, user: AbstractBaseUser) -> str:
+    """What the next Sync does with the user's folder, as a sentence. Reads only."""
+    _, setup = setups_for(user=user)
+    try:
+        mailbox = mailbox_of(user=user)
+        client = graph_client_from_settings()
+        return sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox).sentence(done=False)
+    except (SetupIncomplete, GraphError) as exc:
+        return f"Microsoft 365 could not be asked about folder '{setup.folder_name}' now ({exc})."
 
 
 def request_contact_sync(
@@ -200,8 +189,18 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         validate_filter(filters=setup.contact_filter)
         mailbox = mailbox_of(user=run.user)
         client = graph_client_from_settings()
-        resolve_folder(client=client, setup=setup, mailbox=mailbox)
-        engine = SyncEngine(run=run, setup=setup, client=client, mailbox=mailbox)
+        if run.mode == SyncMode.PREVIEW:  # reads only: the folder is left as it is
+            folder = sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox)
+            engine = SyncEngine(
+                run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder.folder_to_read
+            )
+            if folder.step not in (FolderStep.READY, FolderStep.ADOPT):
+                engine.log.add(
+                    action="Sync folder", outcome=Outcome.PLANNED, message=folder.sentence(done=False)
+                )
+        else:
+            folder_id = sync_folder.prepare_folder(client=client, setup=setup, mailbox=mailbox, run=run)
+            engine = SyncEngine(run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder_id)
         the_plan = engine.execute()
         finished = timezone.now()
         with transaction.atomic():

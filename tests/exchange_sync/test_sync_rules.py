@@ -975,7 +975,9 @@ def test_a_stale_claim_is_taken_over_and_the_old_run_marked_interrupted(user, se
 # --- Validate Exchange Connection -------------------------------------------------------------------------
 
 
-def test_validate_exchange_connection_succeeds_and_creates_the_folder(user, outlook):
+def test_validate_exchange_connection_succeeds_and_leaves_creating_the_folder_to_the_first_sync(
+    user, outlook
+):
     assert FOLDER not in [f["displayName"] for f in outlook.list_folders()]
 
     check = contact_sync.validate_exchange_connection(user=user)
@@ -983,19 +985,23 @@ def test_validate_exchange_connection_succeeds_and_creates_the_folder(user, outl
     assert check.ok
     assert check.message == (
         "Connected successfully to Microsoft 365: mailbox ann@contoso.test, "
-        "folder 'Business Central' is ready."
+        "folder 'Business Central' will be created by the first Sync."
     )
-    assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
+    assert FOLDER not in [f["displayName"] for f in outlook.list_folders()]
     setup = ExchangeSyncSetup.objects.get(user=user)
     assert (setup.connection_status, setup.last_validation_message) == (
         ConnectionStatus.CONNECTED,
         check.message,
     )
+    ok(sync(user))
+    assert contact_sync.validate_exchange_connection(user=user).message == (
+        "Connected successfully to Microsoft 365: mailbox ann@contoso.test, "
+        "folder 'Business Central' is ready."
+    )
+    assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
     assert setup_of(user).folder_id == next(
         f["id"] for f in outlook.list_folders() if f["displayName"] == FOLDER
     )
-    assert contact_sync.validate_exchange_connection(user=user).ok  # found, not created twice
-    assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
 
 
 def test_validate_names_the_missing_microsoft_365_email(m365):
