@@ -311,11 +311,20 @@ class SyncRun(models.Model):
         return {name: getattr(self, name) for name in self.COUNT_FIELDS if getattr(self, name)}
 
     def summary_line(self) -> str:
+        """The run's counts on one line (run page, command line). A Preview's counts are its plan, so
+        they are worded as what a Sync would do."""
+        updated = self.updated + self.bc_updated
+        if self.mode == SyncMode.PREVIEW:
+            return (
+                f"would create {self.created}, would update {updated}, would link {self.linked}, "
+                f"would delete {self.deleted}, would recreate {self.recreated}, "
+                f"would import {self.imported}, would skip {self.skipped}; "
+                f"graph_requests={self.graph_requests}"
+            )
         return (
-            f"created={self.created} updated={self.updated + self.bc_updated} deleted={self.deleted} "
-            f"recreated={self.recreated} "
-            f"imported={self.imported} skipped={self.skipped} failed={self.failed} "
-            f"graph_requests={self.graph_requests}"
+            f"created={self.created} updated={updated} linked={self.linked} deleted={self.deleted} "
+            f"recreated={self.recreated} imported={self.imported} skipped={self.skipped} "
+            f"failed={self.failed} graph_requests={self.graph_requests}"
         )
 
 

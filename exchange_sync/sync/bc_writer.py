@@ -18,14 +18,13 @@ from .activity_log import (
     DB_CHUNK,
     SKIPPED_SEND,
     RunLog,
-    caption,
     contact_label,
     import_details,
     overwritten_text,
     problems_text,
 )
 from .filters import pinned_values
-from .mapping import OutlookContact, bc_record, changed_fields, is_valid_email, record_hash
+from .mapping import OutlookContact, bc_record, caption, changed_fields, is_valid_email, record_hash
 from .planner import Action, ActionKind
 from .reader import chunks
 
