@@ -1047,10 +1047,7 @@ def test_validate_names_an_unknown_mailbox(m365):
     assert "has no Exchange Online mailbox for nobody@contoso.test" in check.message
 
 
-
-def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connection_state_alone(
-    user, settings
-):
+def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connection_state_alone(user, settings):
     connected = contact_sync.validate_exchange_connection(user=user)  # through the real client
     assert connected.ok
     before = ExchangeSyncSetup.objects.get(user=user)
