@@ -30,6 +30,7 @@ from ..models import (
 from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
+from . import alerts
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         last_validated_at=timezone.now(),
         last_validation_message=check.message,
     )
+    alerts.note_connection_checked(user=user, ok=check.ok, message=check.message)
     return check
 
 
@@ -223,6 +225,7 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
     finally:
         ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
     run.refresh_from_db()
+    alerts.note_run_finished(run=run)
     return run
 
 
