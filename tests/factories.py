@@ -1,10 +1,13 @@
 """factory-boy factories for the project's models."""
 
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from contacts.models import Contact, ContactType
-from exchange_sync.models import ContactSyncSetup, ExchangeSyncSetup, UserCard
+from exchange_sync.models import ContactSyncSetup, ExchangeSyncSetup, RunStatus, SyncMode, SyncRun, UserCard
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -67,3 +70,17 @@ def populate_sync_rows(user) -> None:
     """One row of each sync model for `user` (admin smoke tests open every change page)."""
     ExchangeSyncSetupFactory(user=user)
     ContactSyncSetupFactory(user=user)
+
+
+class SyncRunFactory(factory.django.DjangoModelFactory):
+    """A finished run, for pages that show runs (the sync's own tests run real ones)."""
+
+    class Meta:
+        model = SyncRun
+
+    user = factory.SubFactory(UserFactory)
+    mode = SyncMode.SYNC
+    status = RunStatus.SUCCEEDED
+    queued_at = factory.LazyFunction(timezone.now)
+    started_at = factory.LazyAttribute(lambda run: run.queued_at)
+    finished_at = factory.LazyAttribute(lambda run: run.started_at + timedelta(seconds=5))

@@ -22,7 +22,7 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from ..services import contact_sync, job_queue
+from ..services import contact_sync, health, job_queue
 from ..sync.filters import describe_filter
 from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 
@@ -208,6 +208,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
                 if job_queue.background_sync_policy() == "legacy"
                 else "",
             }
+            context["health_rows"] = [health.health_row(user=obj.user)]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def run_view(self, request: HttpRequest, object_id: str, button: str):
