@@ -128,7 +128,7 @@ SYNC_CLAIM_STALE_SECONDS = env.int("SYNC_CLAIM_STALE_SECONDS", default=600)
 
 # Alert emails (exchange_sync.services.alerts). EMAIL_URL is a django-environ email URL, e.g.
 # smtp+tls://user:password@smtp.example.com:587; the embedded default prints them on the console.
-vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+vars().update(env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Where people open the admin; the links in alert emails start with it.

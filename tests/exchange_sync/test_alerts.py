@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -197,3 +200,34 @@ def test_the_open_incident_is_in_the_database_so_a_restarted_worker_does_not_res
     SyncIncident.objects.update(opened_at=timezone.now() - timedelta(days=2))
     scheduled_run()
     assert len(mail.outbox) == 1
+
+
+@pytest.mark.parametrize(
+    ("email_url", "expected"),
+    [
+        ("", "django.core.mail.backends.console.EmailBackend None None False"),
+        (
+            "smtp+tls://alerts:pw@smtp.example.com:587",
+            "django.core.mail.backends.smtp.EmailBackend smtp.example.com 587 True",
+        ),
+    ],
+)
+def test_email_settings_come_from_email_url(email_url, expected, tmp_path):
+    shown = "print(s.EMAIL_BACKEND, s.EMAIL_HOST, s.EMAIL_PORT, bool(getattr(s, 'EMAIL_USE_TLS', False)))"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import django; django.setup(); from django.conf import settings as s; {shown}",
+        ],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bcsync_site.settings",
+            "BCSYNC_VAR_DIR": str(tmp_path),
+            "EMAIL_URL": email_url,
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == expected
