@@ -1,0 +1,67 @@
+"""Watching the sync in Chromium: the administrators' Sync health page with its charts and filter, and
+a salesperson's own row on their setup page."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from exchange_sync.models import JobQueueEntry, JobStatus
+from exchange_sync.services import contact_sync, job_queue
+from tests.factories import PersonFactory, UserCardFactory, UserFactory
+
+from .test_admin_browser import log_in
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def run_the_schedule(entry: JobQueueEntry) -> None:
+    JobQueueEntry.objects.filter(pk=entry.pk).update(status=JobStatus.READY, next_run_at=timezone.now())
+    job_queue.run_job_queue_entry(entry_id=entry.pk)
+
+
+def test_the_health_page_and_a_salespersons_own_row(live_server, m365, page: Page, shot, dialogs):
+    base = live_server.url
+    PersonFactory.create_batch(3)
+    UserFactory(username="boss", is_superuser=True)
+    ann = UserCardFactory(user=UserFactory(username="ann")).user
+    carl = UserCardFactory(user=UserFactory(username="carl")).user  # his mailbox does not exist
+    m365.emulator.add_mailbox("ann@contoso.test")
+    assert contact_sync.validate_exchange_connection(user=ann).ok
+    for user in (ann, carl):
+        job_queue.set_background_sync(user=user, enabled=True)
+    entry = JobQueueEntry.objects.get()
+    for _ in range(3):
+        run_the_schedule(entry)
+    job_queue.set_job_queue_entry_ready(entry=entry)
+
+    log_in(page, base, "boss")
+    page.get_by_role("link", name="Sync health").first.click()
+    expect(page.locator("h1")).to_have_text("Sync health")
+    rows = page.locator("table.sync-health tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-user", "carl")  # who needs attention comes first
+    expect(rows.nth(0).locator(".failures")).to_have_text("3")
+    expect(rows.nth(0).locator(".problems")).to_contain_text("The sync failed 3 times in a row")
+    expect(rows.nth(0).locator(".problems")).to_contain_text("Alert emailed")
+    expect(rows.nth(1)).to_have_attribute("data-user", "ann")
+    expect(rows.nth(1).locator(".problems")).to_have_text("No")
+    expect(page.locator("#runs-per-day rect")).to_have_count(2)  # today: succeeded and failed
+    expect(page.locator("#run-durations rect")).to_have_count(6)
+    shot("sync health")
+
+    page.get_by_role("link", name="Needs attention only").click()
+    expect(rows).to_have_count(1)
+    expect(page.locator(".health-filter")).to_contain_text("Showing the 1 user who needs attention.")
+    shot("sync health needs attention")
+
+    page.locator("#logout-form button").click()
+    log_in(page, base, "carl")
+    page.goto(f"{base}/admin/exchange_sync/contactsyncsetup/")
+    own = page.locator("#sync-health table.sync-health tbody tr")
+    expect(own).to_have_count(1)
+    expect(own).to_have_attribute("data-user", "carl")
+    expect(own.locator(".problems")).to_contain_text("carl@contoso.test")
+    shot("own sync health on the setup page")
+    assert dialogs == []
