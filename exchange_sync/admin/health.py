@@ -103,8 +103,10 @@ class SyncHealthAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).none()  # no object of its own to open
+
     def get_urls(self):
-        # The page is the only URL: the rows are users, not objects of this model to open.
         return [
             path(
                 "",
