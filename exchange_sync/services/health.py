@@ -32,19 +32,23 @@ CHART_DAYS = 14
 DURATION_RUNS = 50  # the finished runs the duration chart shows, latest last
 
 
-def failures_since_last_success(*, user) -> QuerySet[SyncRun]:
-    """The user's failed runs since their last successful one, Previews aside: its failures in a row.
-    `user` may be an OuterRef."""
-    last_success = (
-        SyncRun.objects.filter(user=OuterRef("user"), status=RunStatus.SUCCEEDED)
+def last_success_at(*, user) -> Subquery:
+    """When the user's last successful run (Previews aside) finished; `user` is an OuterRef."""
+    return Subquery(
+        SyncRun.objects.filter(user=user, status=RunStatus.SUCCEEDED)
         .exclude(mode=SyncMode.PREVIEW)
         .order_by("-finished_at")
         .values("finished_at")[:1]
     )
+
+
+def failures_since_last_success(*, user) -> QuerySet[SyncRun]:
+    """The user's failed runs since their last successful one, Previews aside: its failures in a row.
+    `user` may be an OuterRef."""
     return (
         SyncRun.objects.filter(user=user, status=RunStatus.FAILED)
         .exclude(mode=SyncMode.PREVIEW)
-        .filter(finished_at__gt=Coalesce(Subquery(last_success), Value(NEVER)))
+        .filter(finished_at__gt=Coalesce(last_success_at(user=OuterRef("user")), Value(NEVER)))
     )
 
 
@@ -87,12 +91,6 @@ def health_rows(*, users: QuerySet | None = None, now: datetime | None = None) -
             .objects.filter(is_active=True)
             .filter(Q(user_card__isnull=False) | Q(exchange_sync_setup__isnull=False))
         )
-    last_success = (
-        SyncRun.objects.filter(user=OuterRef("pk"), status=RunStatus.SUCCEEDED)
-        .exclude(mode=SyncMode.PREVIEW)
-        .order_by("-finished_at")
-        .values("finished_at")[:1]
-    )
     failures = (
         failures_since_last_success(user=OuterRef("pk"))
         .order_by()
@@ -106,7 +104,7 @@ def health_rows(*, users: QuerySet | None = None, now: datetime | None = None) -
             last_run_id=Subquery(
                 SyncRun.objects.filter(user=OuterRef("pk")).order_by("-queued_at", "-id").values("id")[:1]
             ),
-            last_success_at=Subquery(last_success),
+            last_success_at=last_success_at(user=OuterRef("pk")),
             failures_in_a_row=Coalesce(Subquery(failures), 0),
         )
         .order_by("username")
