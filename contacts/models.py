@@ -15,6 +15,8 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .text import storable_text
+
 CONTACT_SERIES = "CONT"
 
 phone_validator = RegexValidator(
@@ -86,6 +88,7 @@ class ContactQuerySet(models.QuerySet["Contact"]):
     does, so a Sync never misses a change made in bulk."""
 
     def update(self, **kwargs: Any) -> int:
+        kwargs = {key: storable_text(v) if isinstance(v, str) else v for key, v in kwargs.items()}
         kwargs.setdefault("last_modified", timezone.now())
         return super().update(**kwargs)
 
@@ -193,7 +196,12 @@ class Contact(models.Model):
                 self.persons.exclude(company_name=self.name).update(company_name=self.name)
 
     def apply_derived_fields(self) -> None:
-        """Fields Business Central computes: Name for a person, Search E-Mail, Company Name."""
+        """Fields Business Central computes: Name for a person, Search E-Mail, Company Name. Every
+        write path calls this first, so it also removes what a database cannot store from the text."""
+        for field in self._meta.concrete_fields:
+            value = getattr(self, field.attname)
+            if isinstance(field, models.CharField) and isinstance(value, str):
+                setattr(self, field.attname, storable_text(value))
         if self.type == ContactType.PERSON and not self.name:
             self.name = person_name(self.first_name, self.middle_name, self.surname)[:100]
         self.search_email = normalize_email(self.email)[:80]

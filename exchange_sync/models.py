@@ -3,6 +3,7 @@ Exchange Sync Setup (6700), Contact Sync Setup, Activity Log (710) and Job Queue
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, time, timedelta
 
 from django.conf import settings
@@ -12,8 +13,30 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from contacts.models import normalize_email
+from contacts.text import storable_json, storable_text
 
 DEFAULT_FOLDER_NAME = "Business Central"
+# Business Central's Folder ID is Text[30]. Outlook's address book cannot show a contacts folder whose
+# name holds any of these characters.
+FOLDER_NAME_MAX_LENGTH = 30
+FOLDER_NAME_REFUSED = '[]/\\&~?*|<>";:+'
+
+
+def validate_folder_name(value: str) -> None:
+    if len(value) > FOLDER_NAME_MAX_LENGTH:
+        raise ValidationError(
+            f"A folder name has at most {FOLDER_NAME_MAX_LENGTH} characters (this one has {len(value)}).",
+            code="too_long",
+        )
+    refused = sorted({c for c in value if c in FOLDER_NAME_REFUSED})
+    if refused:
+        raise ValidationError(
+            f"Outlook does not accept {' '.join(refused)} in a folder name; these cannot be used: "
+            f"{' '.join(FOLDER_NAME_REFUSED)}",
+            code="refused_characters",
+        )
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ValidationError("A folder name cannot hold control characters.", code="control_characters")
 
 
 class UserCard(models.Model):
@@ -29,6 +52,9 @@ class UserCard(models.Model):
 
     class Meta:
         verbose_name = "user card"
+        # Which mailbox a user syncs is an administrator's decision, as Business Central's
+        # Authentication Email is: the app may reach every mailbox of the tenant.
+        permissions = [("change_microsoft_365_email", "Can change the Microsoft 365 email of a user")]
         constraints = [
             models.UniqueConstraint(
                 Lower("microsoft_365_email"),
@@ -78,13 +104,47 @@ class OutOfScopePolicy(models.TextChoices):
     REMOVE = "remove", "Remove it from the Outlook folder"
 
 
+class ContactSyncSetupManager(models.Manager):
+    """The claim behind one run per user: a run holds the setup (active_run) from its request to its
+    end and renews claimed_at as it writes, so that the claim of a process that died goes stale."""
+
+    def claim(self, *, setup: ContactSyncSetup, run: SyncRun, now: datetime, stale_before: datetime) -> bool:
+        """Take the claim for `run`, unless another run holds one renewed since `stale_before`."""
+        return bool(
+            self.filter(pk=setup.pk)
+            .filter(models.Q(active_run__isnull=True) | models.Q(claimed_at__lt=stale_before))
+            .update(active_run=run, claimed_at=now)
+        )
+
+    def renew_claim(self, *, setup: ContactSyncSetup, run: SyncRun, now: datetime) -> None:
+        self.filter(pk=setup.pk, active_run=run).update(claimed_at=now)
+
+    def release_claim(self, *, setup: ContactSyncSetup, run: SyncRun) -> None:
+        self.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
+
+
+class ExistingFolderPolicy(models.TextChoices):
+    MOVE = "move", "Move them into it, with everything Outlook holds on them"
+    REMOVE = "remove", "Remove them from Outlook; the next Sync fills the folder from Business Central"
+
+
 class ContactSyncSetup(models.Model):
     """Page "Contact Sync. Setup": folder, filter and the sync state of one user."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_sync_setup"
     )
-    folder_name = models.CharField("Folder name", max_length=250, default=DEFAULT_FOLDER_NAME)
+    # The column is wider than the limit, so names saved before the check still load.
+    folder_name = models.CharField(
+        "Folder name",
+        max_length=250,
+        default=DEFAULT_FOLDER_NAME,
+        validators=[validate_folder_name],
+        help_text="The Outlook contacts folder this user's contacts are synced into. Changing it "
+        "renames that folder in Outlook on the next Sync, its contacts kept; if a folder of the new "
+        "name already exists, the next Sync moves the synced contacts into it or removes them, as "
+        "chosen below. Preview and Validate change nothing in Outlook.",
+    )
     folder_id = models.CharField("Graph folder id", max_length=512, blank=True, editable=False)
     folder_mailbox = models.CharField(max_length=250, blank=True, editable=False)
     contact_filter = models.JSONField(
@@ -99,6 +159,14 @@ class ContactSyncSetup(models.Model):
         choices=OutOfScopePolicy.choices,
         default=OutOfScopePolicy.KEEP,
     )
+    existing_folder_policy = models.CharField(
+        "When the new folder name is taken",
+        max_length=10,
+        choices=ExistingFolderPolicy.choices,
+        default=ExistingFolderPolicy.MOVE,
+        help_text="What the next Sync does with the synced contacts of the old folder when a folder "
+        "with the new name already exists in Outlook. Either way none is left behind as a duplicate.",
+    )
     last_sync_at = models.DateTimeField("Last Sync Date Time", null=True, blank=True, editable=False)
     watermark = models.DateTimeField(
         "Changes synced up to",
@@ -112,6 +180,8 @@ class ContactSyncSetup(models.Model):
         "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ContactSyncSetupManager()
 
     class Meta:
         verbose_name = "contact sync setup"
@@ -254,8 +324,17 @@ class Outcome(models.TextChoices):
     PLANNED = "planned", "Planned (preview)"
 
 
+class ActivityLogQuerySet(models.QuerySet["ActivityLog"]):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            obj.make_storable()
+        return super().bulk_create(objs, *args, **kwargs)
+
+
 class ActivityLog(models.Model):
-    """Business Central's Activity Log (710), with successes logged too."""
+    """Business Central's Activity Log (710), with successes logged too. Messages and details quote
+    Outlook's values, so what a database cannot store is removed from them on every write."""
 
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="log_entries")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -272,6 +351,8 @@ class ActivityLog(models.Model):
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = ActivityLogQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = "activity log entry"
@@ -280,6 +361,15 @@ class ActivityLog(models.Model):
 
     def __str__(self) -> str:
         return self.message[:80]
+
+    def save(self, *args, **kwargs) -> None:
+        self.make_storable()
+        super().save(*args, **kwargs)
+
+    def make_storable(self) -> None:
+        for name in ("contact_no", "email", "graph_id", "action", "message"):
+            setattr(self, name, storable_text(getattr(self, name)))
+        self.details = storable_json(self.details)
 
 
 class JobStatus(models.TextChoices):

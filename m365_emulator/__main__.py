@@ -24,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UPN",
         help="mailbox to create (repeatable)",
     )
-    skip = {"state_file", "mailboxes"}
+    parser.add_argument(
+        "--mailbox-domain",
+        metavar="DOMAIN",
+        help="every address in DOMAIN is a licensed mailbox, created when first addressed",
+    )
+    skip = {"state_file", "mailboxes", "mailbox_domain"}
     for field in dataclasses.fields(EmulatorConfig):
         if field.name in skip:
             continue

@@ -24,6 +24,8 @@ class EmulatorConfig:
     client_id: str = "bcsync-local"
     client_secret: str = "local-emulator-secret"  # noqa: S105 - documented local default
     mailboxes: list[str] = field(default_factory=list)
+    # Every address in this domain is a licensed mailbox, created when first addressed (the local demo).
+    mailbox_domain: str | None = None
     # Public URLs written into discovery documents and @odata.nextLink/deltaLink values. The application
     # keeps Microsoft's real URLs and rewrites scheme+host in its transport, so these default to Microsoft's.
     authority_url: str = "https://login.microsoftonline.com"
@@ -49,7 +51,7 @@ class EmulatorConfig:
 
 
 # Fields fixed for the life of an Emulator (identity of the tenant and where state lives).
-STARTUP_ONLY = frozenset({"mailboxes", "state_file"})
+STARTUP_ONLY = frozenset({"mailboxes", "mailbox_domain", "state_file"})
 # One-shot actions accepted by configure() next to the knobs.
 ACTIONS = frozenset({"expire_tokens_now", "expire_delta_tokens_now"})
 

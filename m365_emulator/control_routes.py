@@ -5,7 +5,6 @@ No auth, no faults, no limits and not counted in the Graph stats. Errors use Gra
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ def _body(request: Request) -> Any:
     if not request.body:
         return {}
     try:
-        return json.loads(request.body)
+        return request.json_body()
     except ValueError:
         raise bad_request("The request body is not valid JSON.") from None
 

@@ -28,6 +28,7 @@ class Emulator:
         self._shuffle_lock = threading.Lock()  # concurrent batches draw from one seeded sequence
         loaded = load_store(config.state_file) if config.state_file else None
         self.store = loaded or Store()
+        self.store.mailbox_domain = config.mailbox_domain
         for upn in config.mailboxes:
             if upn.lower() not in self.store.mailboxes:
                 self.store.add_mailbox(upn)

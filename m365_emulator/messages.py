@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import GraphError
+from .text import has_lone_surrogate, may_hold_surrogates
 
 IMMUTABLE_PREFERENCE = re.compile(r'IdType\s*=\s*"?ImmutableId"?', re.IGNORECASE)
 JSON_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
@@ -48,7 +49,12 @@ class Request:
         return self.headers.get(name.lower(), default)
 
     def json_body(self) -> Any:
-        return json.loads(self.body.decode("utf-8"))
+        """The body as JSON; ValueError when it is not JSON or a string in it is not valid Unicode."""
+        text = self.body.decode("utf-8")
+        value = json.loads(text)
+        if may_hold_surrogates(text) and has_lone_surrogate(value):
+            raise ValueError("a string in the body holds a lone UTF-16 surrogate")
+        return value
 
 
 @dataclass

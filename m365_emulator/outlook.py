@@ -19,7 +19,7 @@ class Outlook:
         self.upn = upn
 
     def _mailbox(self) -> Mailbox:
-        mailbox = self.store.mailboxes.get(self.upn.lower())
+        mailbox = self.store.lookup(self.upn)
         if mailbox is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{self.upn}' is invalid.")
         return mailbox

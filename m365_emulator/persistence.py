@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from .state import Store
+from .text import has_lone_surrogate, may_hold_surrogates, without_lone_surrogates
 
 
 def load_store(path: str) -> Store | None:
     file = Path(path)
     if not file.exists():
         return None
-    return Store.from_json(json.loads(file.read_text(encoding="utf-8")))
+    text = file.read_text(encoding="utf-8")
+    data = json.loads(text)
+    if may_hold_surrogates(text) and has_lone_surrogate(data):  # saved before they were refused
+        data = without_lone_surrogates(data)
+    return Store.from_json(data)
 
 
 def write_atomically(path: str, payload: Any) -> None:

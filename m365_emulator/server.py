@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import control_routes, html
@@ -34,6 +35,11 @@ class Front:
             response = self._dispatch(request, request_id, client_request_id)
         except GraphError as error:
             response = Response.error(error, request_id, client_request_id)
+        except Exception:
+            # A bug must not drop the connection: the client gets Graph's 500 and the server log the cause.
+            traceback.print_exc()
+            failure = GraphError(500, "generalException", "An unspecified error has occurred.")
+            response = Response.error(failure, request_id, client_request_id)
         response.headers.setdefault("request-id", request_id)
         response.headers.setdefault("client-request-id", client_request_id)
         return response

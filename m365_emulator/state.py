@@ -339,6 +339,7 @@ class Store:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.on_change: Callable[[], None] | None = None
+        self.mailbox_domain: str | None = None  # every address here is a mailbox, created on first use
         self.mailboxes: dict[str, Mailbox] = {}
         self.secret = secrets.token_bytes(32)
 
@@ -367,9 +368,20 @@ class Store:
         self.mailboxes[upn.lower()] = mailbox
         return mailbox
 
+    def lookup(self, upn: str) -> Mailbox | None:
+        """The mailbox of `upn`, if the tenant has one; in the mailbox domain it is created on first use,
+        as a licensed user's mailbox that exists before anyone opens it."""
+        mailbox = self.mailboxes.get(upn.lower())
+        if mailbox is None and self.mailbox_domain:
+            local, _, domain = upn.rpartition("@")
+            if local and domain.lower() == self.mailbox_domain.lower():
+                with self.change():
+                    mailbox = self.add_mailbox(upn)
+        return mailbox
+
     def mailbox(self, upn: str) -> Mailbox:
         """The mailbox a Graph request addresses; Graph's 404s for unknown users and non-REST mailboxes."""
-        mailbox = self.mailboxes.get(upn.lower())
+        mailbox = self.lookup(upn)
         if mailbox is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{upn}' is invalid.")
         if not mailbox.rest_enabled:

@@ -1,24 +1,44 @@
 """factory-boy factories for the project's models."""
 
+import importlib
 from datetime import timedelta
 
 import factory
+from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from contacts.models import Contact, ContactType
 from exchange_sync.models import ContactSyncSetup, ExchangeSyncSetup, RunStatus, SyncMode, SyncRun, UserCard
 
+salesperson_migration = importlib.import_module("exchange_sync.migrations.0004_salesperson_group")
+
+
+def salesperson_group() -> Group:
+    """The Salesperson group as its migration makes it. A transactional test's flush empties the
+    groups (not the permissions, which post_migrate recreates), so it is made again the same way."""
+    group = Group.objects.filter(name=salesperson_migration.SALESPERSON).first()
+    return group or salesperson_migration.create_salesperson_group(apps, db="default")
+
 
 class UserFactory(factory.django.DjangoModelFactory):
+    """A salesperson: staff, in the Salesperson group (pass groups=[] for staff without it)."""
+
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
+        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"salesperson{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@contoso.test")
     is_staff = True
     password = factory.django.Password("pw-for-tests-1")
+
+    @factory.post_generation
+    def groups(self, create: bool, groups: list[Group] | None, **kwargs) -> None:
+        if create:
+            self.groups.set([salesperson_group()] if groups is None else groups)
 
 
 class UserCardFactory(factory.django.DjangoModelFactory):
@@ -84,3 +104,12 @@ class SyncRunFactory(factory.django.DjangoModelFactory):
     queued_at = factory.LazyFunction(timezone.now)
     started_at = factory.LazyAttribute(lambda run: run.queued_at)
     finished_at = factory.LazyAttribute(lambda run: run.started_at + timedelta(seconds=5))
+
+
+def enable_background_sync(user) -> None:
+    """Background synchronization on, as it was switched on while the connection worked (the
+    mailbox may have gone since), with its Job Queue Entry for Codeunit 6700."""
+    from exchange_sync.services import job_queue
+
+    ExchangeSyncSetup.objects.update_or_create(user=user, defaults={"enabled": True})
+    job_queue.ensure_contact_sync_entry(user=user)

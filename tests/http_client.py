@@ -1,4 +1,5 @@
-"""A logged-in admin user over real HTTP (pytest-django's live_server), with CSRF as a browser does it."""
+"""A logged-in admin user over real HTTP (pytest-django's live_server), with CSRF as a browser does
+it; and Django's test client with CSRF enforced, for pages that need no live server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 from urllib.parse import urljoin
 
 import requests
+from django.test import Client
+from django.urls import reverse
 
 LOGIN_PATH = "/admin/login/"
 PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password
@@ -79,3 +82,17 @@ def messages_in(html: str) -> list[str]:
     found = re.search(r'<ul class="messagelist">(.*?)</ul>', html, re.S)
     items = re.findall(r"<li[^>]*>(.*?)</li>", found.group(1), re.S) if found else []
     return [re.sub(r"\s+", " ", item).strip() for item in items]
+
+
+def csrf_client(user) -> Client:
+    """Django's test client logged in as `user`, refusing POSTs without a CSRF token."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+def post(client: Client, url: str, data: dict | None = None, **kwargs):
+    """A POST as the browser sends it: the CSRF token from the page's cookie."""
+    client.get(reverse("admin:index"))
+    token = client.cookies["csrftoken"].value
+    return client.post(url, {"csrfmiddlewaretoken": token, **(data or {})}, **kwargs)

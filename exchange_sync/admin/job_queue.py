@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from ..models import CodeunitId, JobQueueEntry
+from ..models import CodeunitId, JobQueueEntry, JobStatus
 from ..services import job_queue
 from .ownership import OwnedByUserAdmin, post_only_object
 
@@ -32,7 +32,7 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
         "description",
         "status",
         "last_run_at",
-        "next_run_at",
+        "next_run",
         "last_error_short",
         "sync_runs",
     )
@@ -63,9 +63,9 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
                 )
             },
         ),
-        ("Runs", {"fields": ("last_run_at", "next_run_at", "last_error", "sync_runs")}),
+        ("Runs", {"fields": ("last_run_at", "next_run", "last_error", "sync_runs")}),
     )
-    readonly_fields = ("object_caption", "status", "last_run_at", "next_run_at", "last_error", "sync_runs")
+    readonly_fields = ("object_caption", "status", "last_run_at", "next_run", "last_error", "sync_runs")
     actions = ["run_now_selected", "set_on_hold_selected", "set_ready_selected"]
 
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
@@ -80,6 +80,13 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
     def object_caption(self, obj: JobQueueEntry) -> str:
         known = obj.object_id_to_run in CodeunitId.values
         return CodeunitId(obj.object_id_to_run).label if known else "—"
+
+    @admin.display(description="Next run", ordering="next_run_at")
+    def next_run(self, obj: JobQueueEntry):
+        # On Hold and Error keep the last computed time, which passes while the entry waits.
+        if obj.status in (JobStatus.ON_HOLD, JobStatus.ERROR):
+            return f"Paused ({obj.get_status_display()})"
+        return obj.next_run_at
 
     @admin.display(description="Last error")
     def last_error_short(self, obj: JobQueueEntry) -> str:
@@ -136,12 +143,13 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
         return redirect("admin:exchange_sync_jobqueueentry_change", entry.pk)
 
     def _apply(self, request: HttpRequest, entry: JobQueueEntry, button: str) -> None:
-        _, service, done = JOB_QUEUE_BUTTONS[button]
+        label, service, done = JOB_QUEUE_BUTTONS[button]
         try:
             service(entry=entry)
         except job_queue.JobQueueRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
+            self.log_change(request, entry, f"{label}.")
             self.message_user(request, f"{entry.label} {done}.", messages.SUCCESS)
 
     @admin.action(description="Run Now")

@@ -1,6 +1,7 @@
 """Who may see and change what on the admin pages.
 
-A user reaches only their own User Card, setups, runs, log and job queue entries; superusers see
+The sync pages are for users with the run_contact_sync permission (the Salesperson group gives
+it). Each reaches only their own User Card, setups, runs, log and job queue entries; superusers see
 everyone's.
 """
 
@@ -28,7 +29,8 @@ class OwnedByUserAdmin(admin.ModelAdmin):
         return request.user.is_superuser or getattr(obj, f"{self.owner_field}_id") == request.user.pk
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff
+        user = request.user
+        return user.is_active and user.is_staff and user.has_perm("exchange_sync.run_contact_sync")
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         return self.has_module_permission(request) and (obj is None or self.is_owner(request, obj))
@@ -48,13 +50,21 @@ class OwnedByUserAdmin(admin.ModelAdmin):
             readonly += (self.owner_field,)
         return readonly
 
+    def get_list_filter(self, request: HttpRequest):
+        # Administrators see everyone's rows and can narrow them to one user; for anyone else this
+        # filter would list every user.
+        list_filter = tuple(super().get_list_filter(request))
+        if request.user.is_superuser:
+            list_filter += (self.owner_field,)
+        return list_filter
+
     def own_object(self, request: HttpRequest) -> Model | None:
         """The one row a salesperson has on this page, or None where they have a list."""
         return None
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # A salesperson with one row (a User Card, a setup) gets that row's card, not a list of one.
-        if not request.user.is_superuser:
+        if not request.user.is_superuser and self.has_view_or_change_permission(request):
             obj = self.own_object(request)
             if obj is not None:
                 return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", obj.pk)

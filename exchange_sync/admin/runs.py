@@ -45,6 +45,7 @@ class SyncRunAdmin(OwnedByUserAdmin):
         "status",
         "queued_at",
         "finished_at",
+        "duration",
         "created",
         "updated",
         "deleted",
@@ -112,11 +113,11 @@ class SyncRunAdmin(OwnedByUserAdmin):
 
 @admin.register(ActivityLog)
 class ActivityLogAdmin(OwnedByUserAdmin):
-    list_display = ("created_at", "outcome", "direction", "contact_no", "message", "run_link")
+    list_display = ("created_at", "user", "outcome", "direction", "contact_no", "message", "run_link")
     list_filter = ("outcome", "direction", "action")
     actions = None
     search_fields = ("contact_no", "email", "message")
-    list_select_related = ("run",)
+    list_select_related = ("run", "user")
     fields = (
         "created_at",
         "user",

@@ -19,6 +19,7 @@ from ..models import (
     ContactSyncSetup,
     ExchangeSyncSetup,
     SyncMode,
+    SyncRun,
     SyncTrigger,
     UserCard,
 )
@@ -29,12 +30,24 @@ from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 User = get_user_model()
 
 
+def may_change_microsoft_365_email(request: HttpRequest) -> bool:
+    """The email decides whose mailbox a user syncs, and the app can reach every mailbox of the
+    tenant: only an administrator with this permission sets it."""
+    return request.user.has_perm("exchange_sync.change_microsoft_365_email")
+
+
 class UserCardInline(admin.StackedInline):
     model = UserCard
     can_delete = False
     verbose_name = "Microsoft 365"
     verbose_name_plural = "Microsoft 365"
     fields = ("microsoft_365_email",)
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return may_change_microsoft_365_email(request)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return may_change_microsoft_365_email(request)
 
 
 admin.site.unregister(User)
@@ -58,14 +71,18 @@ class UserCardAdmin(OwnedByUserAdmin):
     search_fields = ("user__username", "microsoft_365_email")
     fields = ("user", "microsoft_365_email")
 
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return may_change_microsoft_365_email(request) and super().has_change_permission(request, obj)
+
     def own_object(self, request: HttpRequest) -> UserCard:
         card, _ = UserCard.objects.get_or_create(user=request.user)
         return card
 
 
 class SetupAdmin(OwnedByUserAdmin):
-    """What both setup pages have: Validate Exchange Connection, as a button and as an action.
-    A salesperson's setups are created on their first visit, as Business Central does."""
+    """What both setup pages have: Validate Exchange Connection, as a button and as an action, and
+    a notice when the user has no Microsoft 365 email, before any button is pressed. A
+    salesperson's setups are created on their first visit, as Business Central does."""
 
     actions = ["validate_connections"]
 
@@ -81,17 +98,28 @@ class SetupAdmin(OwnedByUserAdmin):
 
     def validate_connection_view(self, request: HttpRequest, object_id: str):
         setup = post_only_object(self, request, object_id)
-        self._check_connection(request, setup.user)
+        self._check_connection(request, setup)
         return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", setup.pk)
 
     @admin.action(description="Validate Exchange Connection")
     def validate_connections(self, request: HttpRequest, queryset: QuerySet):
         for setup in queryset.select_related("user"):
-            self._check_connection(request, setup.user)
+            self._check_connection(request, setup)
 
-    def _check_connection(self, request: HttpRequest, user) -> None:
-        check = contact_sync.validate_exchange_connection(user=user)
+    def _check_connection(self, request: HttpRequest, setup) -> None:
+        check = contact_sync.validate_exchange_connection(user=setup.user)
+        self.log_change(request, setup, f"Validate Exchange Connection: {check.message}")
         self.message_user(request, check.message, messages.SUCCESS if check.ok else messages.ERROR)
+
+    def render_change_form(
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None:
+            try:
+                contact_sync.mailbox_of(user=obj.user)
+            except contact_sync.SetupIncomplete as exc:
+                context["setup_incomplete"] = str(exc)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 @admin.register(ExchangeSyncSetup)
@@ -153,7 +181,18 @@ class ContactSyncSetupAdmin(SetupAdmin):
     )
     list_select_related = ("user", "active_run")
     fieldsets = (
-        (None, {"fields": ("user", "folder_name", "filter_description", "out_of_scope_policy")}),
+        (
+            None,
+            {
+                "fields": (
+                    "user",
+                    "folder_name",
+                    "existing_folder_policy",
+                    "filter_description",
+                    "out_of_scope_policy",
+                )
+            },
+        ),
         ("Synchronization", {"fields": ("last_sync_at", "watermark", "background_sync", "active_run")}),
     )
     readonly_fields = (
@@ -211,6 +250,15 @@ class ContactSyncSetupAdmin(SetupAdmin):
             context["health_rows"] = [health.health_row(user=obj.user)]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def save_model(self, request: HttpRequest, obj: ContactSyncSetup, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "folder_name" in form.changed_data:
+            self.message_user(
+                request,
+                "Folder name changed: " + contact_sync.next_folder_step(user=obj.user),
+                messages.WARNING,
+            )
+
     def run_view(self, request: HttpRequest, object_id: str, button: str):
         setup = post_only_object(self, request, object_id)
         if button not in SYNC_BUTTONS:
@@ -226,19 +274,26 @@ class ContactSyncSetupAdmin(SetupAdmin):
         except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+        self._log_queued(request, setup, run)
         self.message_user(
             request, f"{mode.label} is queued. This page follows it until it ends.", messages.SUCCESS
         )
         return redirect("admin:exchange_sync_syncrun_change", run.pk)
+
+    def _log_queued(self, request: HttpRequest, setup: ContactSyncSetup, run: SyncRun) -> None:
+        self.log_change(request, setup, f"{run.get_mode_display()}: sync run #{run.pk} queued.")
 
     def background_sync_view(self, request: HttpRequest, object_id: str):
         setup = post_only_object(self, request, object_id)
         enable = request.POST.get("enabled") == "1"
         try:
             job_queue.set_background_sync(user=setup.user, enabled=enable)
-        except job_queue.BackgroundSyncLocked as exc:
+        except job_queue.BackgroundSyncRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
+            self.log_change(
+                request, setup, f"{'Enable' if enable else 'Disable'} Background Synchronization."
+            )
             self.message_user(
                 request,
                 "Background synchronization is on: the Job Queue Entry for Codeunit 6700 syncs your contacts."
@@ -247,6 +302,31 @@ class ContactSyncSetupAdmin(SetupAdmin):
                 messages.SUCCESS,
             )
         return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None):
+        setup = self.get_object(request, object_id)
+        if setup is None:
+            return super().delete_view(request, object_id, extra_context)
+        # The confirmation page says what happens to the links and the Outlook copies.
+        what_happens = {
+            "links": setup.links.count(),
+            "folder_name": setup.folder_name,
+            "mailbox": setup.folder_mailbox,
+        }
+        try:
+            return super().delete_view(request, object_id, {**(extra_context or {}), **what_happens})
+        except contact_sync.SyncRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
+
+    def delete_model(self, request: HttpRequest, obj: ContactSyncSetup) -> None:
+        contact_sync.delete_contact_sync_setup(setup=obj)
+
+    def get_actions(self, request: HttpRequest):
+        # A setup is deleted from its own page, whose confirmation says what happens to its links.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
     def _setup_page(self, request: HttpRequest, setup: ContactSyncSetup, template: str, title: str, **extra):
         """A page of its own for one setup (Set Sync Filter, Delete Activity Log)."""
@@ -265,6 +345,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
         form = ContactFilterForm(request.POST or None, initial=setup.contact_filter)
         if request.method == "POST" and form.is_valid():
             described = contact_sync.set_sync_filter(user=setup.user, filters=form.cleaned_data)
+            self.log_change(request, setup, f"Set Sync Filter: {described}.")
             self.message_user(request, f"Sync filter saved: {described}.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return self._setup_page(request, setup, "set_filter.html", "Set Sync Filter", form=form)
@@ -274,6 +355,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
         count = ActivityLog.objects.filter(user=setup.user).count()
         if request.method == "POST" and request.POST.get("post") == "yes":
             deleted = contact_sync.delete_activity_log(user=setup.user)
+            self.log_change(request, setup, f"Delete Activity Log: {deleted} entries deleted.")
             self.message_user(request, f"Deleted {deleted} activity log entries.", messages.SUCCESS)
             return redirect("admin:exchange_sync_contactsyncsetup_change", setup.pk)
         return self._setup_page(request, setup, "delete_log.html", "Delete Activity Log", count=count)
@@ -282,9 +364,10 @@ class ContactSyncSetupAdmin(SetupAdmin):
         queued, refused = 0, []
         for setup in queryset.select_related("user"):
             try:
-                contact_sync.request_contact_sync(
+                run = contact_sync.request_contact_sync(
                     user=setup.user, mode=mode, trigger=SyncTrigger.ADMIN_ACTION
                 )
+                self._log_queued(request, setup, run)
                 queued += 1
             except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
                 refused.append(str(exc))

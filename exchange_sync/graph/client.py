@@ -224,6 +224,16 @@ class GraphClient:
                 raise
             return folder
 
+    def rename_contact_folder(self, *, mailbox: str, folder_id: str, display_name: str) -> dict[str, Any]:
+        """Rename the folder; its contacts, their ids and the folder's delta links stay valid. Raises
+        `FolderExists` when a sibling already has the name."""
+        return self._call(
+            "PATCH", folder_path(mailbox, folder_id), mailbox=mailbox, json={"displayName": display_name}
+        )
+
+    def delete_contact_folder(self, *, mailbox: str, folder_id: str) -> None:
+        self._call("DELETE", folder_path(mailbox, folder_id), mailbox=mailbox)
+
     def get_contact_folder(self, *, mailbox: str, folder_id: str) -> dict[str, Any] | None:
         try:
             return self._call("GET", folder_path(mailbox, folder_id), mailbox=mailbox)

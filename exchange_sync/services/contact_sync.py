@@ -10,17 +10,17 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from ..graph import GraphClient, GraphError, graph_client_from_settings
+from ..graph import GraphError, M365NotConfigured, graph_client_from_settings
 from ..models import (
     ActivityLog,
     ConnectionStatus,
     ContactLink,
     ContactSyncSetup,
     ExchangeSyncSetup,
+    Outcome,
     RunStatus,
     SyncMode,
     SyncRun,
@@ -30,7 +30,8 @@ from ..models import (
 from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
-from . import alerts
+from . import alerts, sync_folder
+from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
 
@@ -61,35 +62,10 @@ def mailbox_of(*, user: AbstractBaseUser) -> str:
     email = UserCard.objects.filter(user=user).values_list("microsoft_365_email", flat=True).first()
     if not email:
         raise SetupIncomplete(
-            f"{user} has no Microsoft 365 email. Enter it in the Microsoft 365 section of the User Card."
+            f"{user} has no Microsoft 365 email. Enter it in the Microsoft 365 section of the User Card "
+            "(an administrator's task)."
         )
     return email
-
-
-def resolve_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str) -> str:
-    """The id of the user's sync folder, found by name or created. A different folder than last time
-    (renamed setting, another mailbox, folder deleted in Outlook) starts the links afresh; email
-    matching then pairs the contacts again without duplicates."""
-    if setup.folder_id and setup.folder_mailbox == mailbox:
-        folder = client.get_contact_folder(mailbox=mailbox, folder_id=setup.folder_id)
-        if folder is not None and folder.get("displayName") == setup.folder_name:
-            return setup.folder_id
-    folder = client.find_contact_folder(mailbox=mailbox, display_name=setup.folder_name)
-    if folder is None:
-        folder = client.create_contact_folder(mailbox=mailbox, display_name=setup.folder_name)
-    if folder["id"] != setup.folder_id or setup.folder_mailbox != mailbox:
-        with transaction.atomic():
-            ContactLink.objects.filter(setup=setup).delete()
-            ContactSyncSetup.objects.filter(pk=setup.pk).update(
-                folder_id=folder["id"], folder_mailbox=mailbox, delta_link="", watermark=None
-            )
-        setup.folder_id, setup.folder_mailbox, setup.delta_link, setup.watermark = (
-            folder["id"],
-            mailbox,
-            "",
-            None,
-        )
-    return setup.folder_id
 
 
 @dataclass(frozen=True)
@@ -100,7 +76,11 @@ class ConnectionCheck:
 
 def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
     """Business Central's Validate Exchange Connection, step by step: a Microsoft 365 email, a
-    token, a mailbox that answers, and the sync folder (found or created)."""
+    token, a mailbox that answers, and what the next Sync does with the folder. Writes nothing to
+    Outlook.
+
+    A process with no Microsoft 365 settings says nothing about the user's connection, so it reports
+    the failure but leaves the setup's status and last validation as they were."""
     exchange, contact_setup = setups_for(user=user)
     step = "Microsoft 365 email"
     try:
@@ -111,14 +91,16 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         step = f"mailbox {mailbox}"
         client.check_mailbox(mailbox=mailbox)
         step = f"folder '{contact_setup.folder_name}'"
-        resolve_folder(client=client, setup=contact_setup, mailbox=mailbox)
+        folder = sync_folder.look_up_folder(client=client, setup=contact_setup, mailbox=mailbox)
         check = ConnectionCheck(
             ok=True,
             message=f"Connected successfully to Microsoft 365: mailbox {mailbox}, "
-            f"folder '{contact_setup.folder_name}' is ready.",
+            f"{folder.describe(done=False)}.",
         )
     except (SetupIncomplete, GraphError) as exc:
         check = ConnectionCheck(ok=False, message=f"Cannot connect to Microsoft 365 ({step}): {exc}")
+        if isinstance(exc, M365NotConfigured):
+            return check
     ExchangeSyncSetup.objects.filter(pk=exchange.pk).update(
         connection_status=ConnectionStatus.CONNECTED if check.ok else ConnectionStatus.FAILED,
         last_validated_at=timezone.now(),
@@ -126,6 +108,17 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
     )
     alerts.note_connection_checked(user=user, ok=check.ok, message=check.message)
     return check
+
+
+def next_folder_step(*, user: AbstractBaseUser) -> str:
+    """What the next Sync does with the user's folder, as a sentence. Reads only."""
+    _, setup = setups_for(user=user)
+    try:
+        mailbox = mailbox_of(user=user)
+        client = graph_client_from_settings()
+        return sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox).sentence(done=False)
+    except (SetupIncomplete, GraphError) as exc:
+        return f"Microsoft 365 could not be asked about folder '{setup.folder_name}' now ({exc})."
 
 
 def request_contact_sync(
@@ -154,12 +147,7 @@ def request_contact_sync(
         previous = (
             ContactSyncSetup.objects.filter(pk=setup.pk).values_list("active_run_id", flat=True).first()
         )
-        claimed = (
-            ContactSyncSetup.objects.filter(pk=setup.pk)
-            .filter(Q(active_run__isnull=True) | Q(claimed_at__lt=stale_before))
-            .update(active_run=run, claimed_at=now)
-        )
-        if not claimed:
+        if not ContactSyncSetup.objects.claim(setup=setup, run=run, now=now, stale_before=stale_before):
             active = SyncRun.objects.filter(pk=previous).first()
             raise SyncRefused(
                 f"A {active.get_mode_display() if active else 'sync'} is already "
@@ -202,8 +190,18 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         validate_filter(filters=setup.contact_filter)
         mailbox = mailbox_of(user=run.user)
         client = graph_client_from_settings()
-        resolve_folder(client=client, setup=setup, mailbox=mailbox)
-        engine = SyncEngine(run=run, setup=setup, client=client, mailbox=mailbox)
+        if run.mode == SyncMode.PREVIEW:  # reads only: the folder is left as it is
+            folder = sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox)
+            engine = SyncEngine(
+                run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder.folder_to_read
+            )
+            if folder.step not in (FolderStep.READY, FolderStep.ADOPT):
+                engine.log.add(
+                    action="Sync folder", outcome=Outcome.PLANNED, message=folder.sentence(done=False)
+                )
+        else:
+            folder_id = sync_folder.prepare_folder(client=client, setup=setup, mailbox=mailbox, run=run)
+            engine = SyncEngine(run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder_id)
         the_plan = engine.execute()
         finished = timezone.now()
         with transaction.atomic():
@@ -223,7 +221,7 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         logger.exception("Contact sync run %s failed", run.pk)
         _fail(run, engine, UNEXPECTED_ERROR.format(name=type(exc).__name__))
     finally:
-        ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(active_run=None, claimed_at=None)
+        ContactSyncSetup.objects.release_claim(setup=setup, run=run)
     run.refresh_from_db()
     alerts.note_run_finished(run=run)
     return run
@@ -245,6 +243,34 @@ def set_sync_filter(*, user: AbstractBaseUser, filters: dict[str, str]) -> str:
     _, setup = setups_for(user=user)
     ContactSyncSetup.objects.filter(pk=setup.pk).update(contact_filter=cleaned)
     return describe_filter(filters=cleaned)
+
+
+def delete_contact_sync_setup(*, setup: ContactSyncSetup) -> ContactSyncSetup:
+    """Delete a Contact Sync Setup; returns the setup that replaces it. Its settings go (sync filter,
+    out-of-scope choice, sync state), but the replacement keeps the folder and the links: they are
+    the only record of which Outlook contact is which Business Central contact, and pairing again by
+    email would duplicate every contact whose email changed since the last Sync. The replacement's
+    first Sync is a full comparison. Refused while a run holds the setup, which it would go on
+    writing to."""
+    stale_before = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    with transaction.atomic():
+        locked = ContactSyncSetup.objects.select_for_update().select_related("user").get(pk=setup.pk)
+        if locked.active_run_id is not None and locked.claimed_at and locked.claimed_at >= stale_before:
+            raise SyncRefused(
+                f"A sync is running for {locked.user}; delete the Contact Sync Setup when it has ended."
+            )
+        links = list(ContactLink.objects.filter(setup=locked))
+        locked.delete()
+        replacement = ContactSyncSetup.objects.create(
+            user=locked.user,
+            folder_name=locked.folder_name,
+            folder_id=locked.folder_id,
+            folder_mailbox=locked.folder_mailbox,
+        )
+        for link in links:
+            link.pk, link.setup = None, replacement
+        ContactLink.objects.bulk_create(links)
+    return replacement
 
 
 def delete_activity_log(*, user: AbstractBaseUser) -> int:

@@ -30,6 +30,7 @@ from django_q.tasks import async_task
 
 from ..models import (
     CodeunitId,
+    ConnectionStatus,
     ExchangeSyncSetup,
     JobQueueEntry,
     JobStatus,
@@ -62,7 +63,11 @@ class JobQueueRefused(Exception):
     """An action on an entry that its status does not allow; the message says why."""
 
 
-class BackgroundSyncLocked(Exception):
+class BackgroundSyncRefused(Exception):
+    """Background synchronization cannot be switched on for this user; the message says why."""
+
+
+class BackgroundSyncLocked(BackgroundSyncRefused):
     """BACKGROUND_SYNC_POLICY=legacy: background synchronization can be switched off, never on."""
 
 
@@ -316,10 +321,17 @@ def can_enable_background_sync(*, user: AbstractBaseUser) -> bool:
 def set_background_sync(*, user: AbstractBaseUser, enabled: bool) -> ExchangeSyncSetup:
     """Enable Background Synchronization on or off for the user. Switching it on makes sure a
     Codeunit 6700 job queue entry exists. Under the legacy policy (Business Central v24+) it can be
-    switched off but never on again: BackgroundSyncLocked carries Business Central's notice."""
+    switched off but never on again: BackgroundSyncLocked carries Business Central's notice.
+    Switching it on needs a validated connection, so the job does not fail on this user's setup."""
     setup, _ = contact_sync.setups_for(user=user)
-    if enabled and not setup.enabled and background_sync_policy() == "legacy":
-        raise BackgroundSyncLocked(BACKGROUND_SYNC_NOTICE)
+    if enabled and not setup.enabled:
+        if background_sync_policy() == "legacy":
+            raise BackgroundSyncLocked(BACKGROUND_SYNC_NOTICE)
+        if setup.connection_status != ConnectionStatus.CONNECTED:
+            raise BackgroundSyncRefused(
+                "Background synchronization needs a working connection: press Validate Exchange "
+                "Connection first."
+            )
     with transaction.atomic():
         ExchangeSyncSetup.objects.filter(pk=setup.pk).update(enabled=enabled)
         setup.enabled = enabled

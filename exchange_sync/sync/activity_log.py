@@ -85,7 +85,7 @@ class RunLog:
         self.pending = []
         now = timezone.now()
         SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now, **self.counts())
-        ContactSyncSetup.objects.filter(pk=self.setup.pk, active_run=self.run).update(claimed_at=now)
+        ContactSyncSetup.objects.renew_claim(setup=self.setup, run=self.run, now=now)
 
     def counts(self) -> dict[str, int]:
         return {

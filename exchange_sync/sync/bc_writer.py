@@ -4,7 +4,7 @@ and skips. Each chunk is written under row lock in one transaction with its log 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from contacts.models import Contact, ContactType, normalize_email, phone_validator
@@ -66,10 +66,8 @@ class BcWriter:
             contacts = Contact.objects.select_for_update().in_bulk(contact_ids)
             for action in actions:
                 contact = contacts.get(action.contact_id) if action.contact_id is not None else None
-                if action.kind == ActionKind.IMPORT_TO_BC:
-                    self._import(action, companies)
-                elif action.kind == ActionKind.UPDATE_BC:
-                    self._update_bc(action, contact, companies)
+                if action.kind in (ActionKind.IMPORT_TO_BC, ActionKind.UPDATE_BC):
+                    self._write_from_outlook(action, contact, companies)
                 elif action.kind == ActionKind.DETACH:
                     ContactLink.objects.filter(pk=action.link_id).update(detached=True)
                     self.log.add(
@@ -85,6 +83,30 @@ class BcWriter:
                 elif action.kind == ActionKind.SKIP:
                     self._skip(action, contact)
             self.log.flush()
+
+    def _write_from_outlook(
+        self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]
+    ) -> None:
+        """Import or update one contact in a savepoint: one the database refuses is logged as failed,
+        and the others of the chunk still go in."""
+        try:
+            with transaction.atomic():
+                if action.kind == ActionKind.IMPORT_TO_BC:
+                    self._import(action, companies)
+                else:
+                    self._update_bc(action, contact, companies)
+        except DatabaseError as error:
+            assert action.outlook is not None
+            self.log.add(
+                contact=contact,
+                graph_id=action.graph_id or "",
+                email=action.outlook.record["email"],
+                direction=Direction.TO_BC,
+                action=ACTION_NAMES[action.kind],
+                outcome=Outcome.FAILED,
+                message=f"{contact_label(contact, action)} could not be saved in Business Central "
+                f"(the database refused it: {type(error).__name__}); a Full Sync tries again.",
+            )
 
     def _skip(self, action: Action, contact: Contact | None) -> None:
         if action.outlook is not None:

@@ -22,11 +22,16 @@ from .reader import load_countries, read_outlook, read_plan_input
 class SyncEngine:
     """One run for one user. `execute()` returns the plan it applied (or would apply, in preview)."""
 
-    def __init__(self, *, run: SyncRun, setup: ContactSyncSetup, client: GraphClient, mailbox: str) -> None:
+    def __init__(
+        self, *, run: SyncRun, setup: ContactSyncSetup, client: GraphClient, mailbox: str, folder_id: str
+    ) -> None:
+        """`folder_id` is the folder to read: the setup's, or what a Preview reads instead ("" before
+        the folder exists: an empty one)."""
         self.run = run
         self.setup = setup
         self.client = client
         self.mailbox = mailbox
+        self.folder_id = folder_id
         self.countries = load_countries()
         self.log = RunLog(run=run, setup=setup, requests_sent=lambda: client.requests_sent)
         self.outlook_writer = OutlookWriter(
@@ -41,6 +46,7 @@ class SyncEngine:
             client=self.client,
             setup=self.setup,
             mailbox=self.mailbox,
+            folder_id=self.folder_id,
             countries=self.countries,
             log=self.log,
             from_scratch=full or not self.setup.delta_link,

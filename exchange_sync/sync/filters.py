@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
+from contacts.text import UNSTORABLE_CHARACTERS, storable_text
+
 # Business Central's filter text is limited, and a limit keeps the parser, the generated SQL and
 # the regular expressions small whatever is pasted into the dialog.
 MAX_EXPRESSION_LENGTH = 250
@@ -110,9 +112,9 @@ def validate_filter(*, filters: dict[str, str]) -> dict[str, str]:
         if field is None:
             captions = ", ".join(f.caption for f in FILTER_FIELDS.values())
             raise FilterError(
-                f'Unknown filter field "{key}"; filterable fields: {captions}',
-                field=str(key),
-                expression=str(expression),
+                f'Unknown filter field "{storable_text(str(key))}"; filterable fields: {captions}',
+                field=storable_text(str(key)),
+                expression=storable_text(str(expression)),
             )
         if not isinstance(expression, str):
             raise FilterError(
@@ -122,6 +124,17 @@ def validate_filter(*, filters: dict[str, str]) -> dict[str, str]:
                 expression=str(expression),
             )
         expression = expression.strip()
+        unstorable = UNSTORABLE_CHARACTERS.search(expression)
+        if unstorable:
+            # Refused, not stripped: the user should see the filter that will be applied. The
+            # message quotes the expression without the character, which no database can store.
+            raise FilterError(
+                f"contains the character U+{ord(unstorable.group()):04X}, which cannot be stored",
+                field=key,
+                caption=field.caption,
+                expression=storable_text(expression),
+                position=unstorable.start(),
+            )
         if expression:
             _compile_expression(field, expression)
             cleaned[key] = expression

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from contacts.models import Contact, normalize_email, person_name
+from contacts.text import control_characters, storable_text
 
 FAX_PROPERTY_ID = "String 0x3A24"  # MAPI PidTagBusinessFaxNumber, which Graph has no property for
 
@@ -43,6 +44,23 @@ FIELD_LENGTHS: dict[str, int] = {
 }
 
 Record = dict[str, str]
+
+# The Graph properties a record is read from.
+MAPPED_PROPERTIES = (
+    "displayName",
+    "givenName",
+    "middleName",
+    "surname",
+    "initials",
+    "jobTitle",
+    "companyName",
+    "emailAddresses",
+    "businessPhones",
+    "mobilePhone",
+    "businessHomePage",
+    "businessAddress",
+    "singleValueExtendedProperties",
+)
 
 
 def is_valid_email(value: str) -> bool:
@@ -159,14 +177,13 @@ class OutlookContact:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         return ""
-    # Graph's JSON may carry a lone UTF-16 surrogate (a value cut mid-emoji), which cannot be hashed
-    # or stored as UTF-8: keep the pairs, replace the strays.
-    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").strip()
+    return storable_text(value).strip()
 
 
 def outlook_contact(item: Mapping[str, Any], countries: Countries) -> OutlookContact:
     """Map a Graph contact to a record. Values longer than Business Central's fields are cut to fit
-    and kept whole in `originals`; what cannot be mapped is named in `problems`."""
+    and kept whole in `originals`; characters no database can store are removed; what cannot be
+    mapped is named in `problems`."""
     emails = [_text(e.get("address")) for e in item.get("emailAddresses") or [] if isinstance(e, Mapping)]
     emails = [e for e in emails if e]
     phones = [_text(p) for p in item.get("businessPhones") or [] if _text(p)]
@@ -202,6 +219,12 @@ def outlook_contact(item: Mapping[str, Any], countries: Countries) -> OutlookCon
     if fax is not None:
         raw["fax_no"] = fax
     problems: list[str] = []
+    removed = {name: control_characters(item.get(name)) for name in MAPPED_PROPERTIES}
+    if any(removed.values()):
+        problems.append(
+            f"Characters no database can store ({', '.join(sorted(set().union(*removed.values())))}) "
+            f"were left out of Outlook's {', '.join(name for name, found in removed.items() if found)}."
+        )
     country = _text(address.get("countryOrRegion"))
     code = countries.resolve(country)
     if code is None:

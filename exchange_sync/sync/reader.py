@@ -53,17 +53,19 @@ def read_outlook(
     client: GraphClient,
     setup: ContactSyncSetup,
     mailbox: str,
+    folder_id: str,
     countries: Countries,
     log: RunLog,
     from_scratch: bool,
 ) -> OutlookRead:
+    """What changed in the folder (everything, `from_scratch`); nothing when `folder_id` is ""."""
     links = {
         graph_id: (m365_hash, change_key)
         for graph_id, m365_hash, change_key in ContactLink.objects.filter(setup=setup).values_list(
             "graph_id", "m365_hash", "change_key"
         )
     }
-    where = {"client": client, "mailbox": mailbox, "folder_id": setup.folder_id, "countries": countries}
+    where = {"client": client, "mailbox": mailbox, "folder_id": folder_id, "countries": countries}
     try:
         return _read_delta(**where, delta_link=None if from_scratch else setup.delta_link, links=links)
     except SyncStateExpired:
@@ -86,6 +88,8 @@ def _read_delta(
     links: dict[str, tuple[str, str]],
 ) -> OutlookRead:
     read = OutlookRead(whole_folder=delta_link is None)
+    if not folder_id:
+        return read
     for page in client.delta(
         mailbox=mailbox, folder_id=folder_id, delta_link=delta_link, page_size=DELTA_PAGE_SIZE
     ):

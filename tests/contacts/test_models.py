@@ -168,3 +168,56 @@ def test_field_lengths_are_business_centrals():
     assert lengths["email"] == lengths["email_2"] == 80
     assert lengths["address"] == 100 and lengths["address_2"] == 50
     assert lengths["post_code"] == 20 and lengths["county"] == 30
+
+
+NUL_NAME = "Nul\x00 Byte\x07"  # NUL fails a PostgreSQL statement; BEL has no place in Outlook's XML
+
+
+def test_every_write_path_removes_characters_no_database_can_store():
+    saved = Contact.objects.create(first_name="Ann\x00", surname="Lee", job_title="Sales\x00\x1b")
+    [created] = Contact.objects.bulk_create([Contact(name=NUL_NAME, email="nul\x00@example.com")])
+    created = Contact.objects.get(pk=created.pk)
+    bulk_updated = PersonFactory()
+    bulk_updated.city = "Lon\x00don"
+    Contact.objects.bulk_update([bulk_updated], ["city"])
+    updated = PersonFactory()
+    Contact.objects.filter(pk=updated.pk).update(county="Kent\x00")
+
+    saved.refresh_from_db()
+    assert (saved.first_name, saved.name, saved.job_title) == ("Ann", "Ann Lee", "Sales")
+    assert (created.name, created.email, created.search_email) == (
+        "Nul Byte",
+        "nul@example.com",
+        "nul@example.com",
+    )
+    assert Contact.objects.get(pk=bulk_updated.pk).city == "London"
+    assert Contact.objects.get(pk=updated.pk).county == "Kent"
+
+
+def test_tab_and_line_breaks_are_kept():
+    contact = Contact.objects.create(name="Ann", address="Line\tone\r\nLine two")
+    contact.refresh_from_db()
+    assert contact.address == "Line\tone\r\nLine two"
+
+
+def test_the_contact_admin_form_saves_without_control_characters(admin_client):
+    response = admin_client.post(
+        "/admin/contacts/contact/add/",
+        {
+            "type": "person",
+            "first_name": "Esc\x1bape",
+            "surname": "Bell\x07",
+            "job_title": "Sales\x1b",
+            "persons-TOTAL_FORMS": "0",
+            "persons-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    contact = Contact.objects.get()
+    assert (contact.first_name, contact.surname, contact.name, contact.job_title) == (
+        "Escape",
+        "Bell",
+        "Escape Bell",
+        "Sales",
+    )

@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 
 from exchange_sync.models import JobQueueEntry, JobStatus
 from exchange_sync.services import contact_sync, job_queue
-from tests.factories import PersonFactory, UserCardFactory, UserFactory
+from tests.factories import PersonFactory, UserCardFactory, UserFactory, enable_background_sync
 
 from .test_admin_browser import log_in
 
@@ -30,7 +30,7 @@ def test_the_health_page_and_a_salespersons_own_row(live_server, m365, page: Pag
     m365.emulator.add_mailbox("ann@contoso.test")
     assert contact_sync.validate_exchange_connection(user=ann).ok
     for user in (ann, carl):
-        job_queue.set_background_sync(user=user, enabled=True)
+        enable_background_sync(user)
     entry = JobQueueEntry.objects.get()
     for _ in range(3):
         run_the_schedule(entry)

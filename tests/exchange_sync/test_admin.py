@@ -120,3 +120,21 @@ def test_admin_actions_queue_one_run_per_selected_setup(admin_client, m365):
 def test_a_salesperson_lands_on_their_own_setup(ann_client, sync_user):
     response = ann_client.get(reverse("admin:exchange_sync_contactsyncsetup_changelist"))
     assert response.url == setup_url("change", setups_for(user=sync_user)[1])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [("Lon\x00don", "Null characters are not allowed."), ("EU|\x07NA", "contains the character U+0007")],
+)
+def test_set_sync_filter_refuses_a_character_no_database_can_store(
+    ann_client, sync_user, expression, message
+):
+    _, setup = setups_for(user=sync_user)
+
+    page = ann_client.post(setup_url("filter", setup), {"city": expression})
+
+    assert page.status_code == 200
+    assert message in page.content.decode()
+    setup.refresh_from_db()
+    assert setup.contact_filter == {}

@@ -13,7 +13,6 @@ from django.core import mail
 from django.utils import timezone
 
 from exchange_sync.models import (
-    ExchangeSyncSetup,
     IncidentKind,
     JobQueueEntry,
     JobStatus,
@@ -24,7 +23,7 @@ from exchange_sync.models import (
     UserCard,
 )
 from exchange_sync.services import contact_sync, job_queue
-from tests.factories import PersonFactory, UserCardFactory, UserFactory
+from tests.factories import PersonFactory, UserCardFactory, UserFactory, enable_background_sync
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +38,7 @@ def admins(db):
 def carl(m365, admins):
     """Background sync on; his Microsoft 365 mailbox does not exist, so every run fails."""
     card = UserCardFactory(user=UserFactory(username="carl"), microsoft_365_email="carl@contoso.test")
-    ExchangeSyncSetup.objects.update_or_create(user=card.user, defaults={"enabled": True})
+    enable_background_sync(card.user)
     return card.user
 
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django_q.conf import Conf
 from django_q.models import Schedule
 
-from exchange_sync.models import ExchangeSyncSetup, JobQueueEntry, JobStatus, SyncRun
+from exchange_sync.models import ConnectionStatus, ExchangeSyncSetup, JobQueueEntry, JobStatus, SyncRun
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory
+from tests.http_client import csrf_client, post
 
 NOTICE = (
     "Background contact synchronization can no longer be activated. If you activated it in the past "
@@ -29,25 +29,22 @@ def enabled(user) -> bool:
     return ExchangeSyncSetup.objects.get(user=user).enabled
 
 
-def csrf_client(user) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    return client
-
-
-def post(client: Client, url: str, data: dict | None = None, **kwargs):
-    """A POST as the browser sends it: the CSRF token from the page's cookie."""
-    client.get(reverse("admin:index"))
-    token = client.cookies["csrftoken"].value
-    return client.post(url, {"csrfmiddlewaretoken": token, **(data or {})}, **kwargs)
-
-
 def setup_page(user) -> str:
     return reverse("admin:exchange_sync_contactsyncsetup_change", args=[setups_for(user=user)[1].pk])
 
 
 def toggle_url(user) -> str:
     return reverse("admin:exchange_sync_contactsyncsetup_background_sync", args=[setups_for(user=user)[1].pk])
+
+
+@pytest.fixture(autouse=True)
+def _connections_validated(staff_user, other_staff_user):
+    """Switching background sync on needs a validated connection (refused otherwise: see
+    tests/exchange_sync/test_setup_pages.py)."""
+    for user in (staff_user, other_staff_user):
+        ExchangeSyncSetup.objects.update_or_create(
+            user=user, defaults={"connection_status": ConnectionStatus.CONNECTED}
+        )
 
 
 # --- the toggle and its policies -------------------------------------------------------------------

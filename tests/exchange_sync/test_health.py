@@ -24,7 +24,13 @@ from exchange_sync.models import (
     SyncRun,
 )
 from exchange_sync.services import contact_sync, job_queue
-from tests.factories import PersonFactory, SyncRunFactory, UserCardFactory, UserFactory
+from tests.factories import (
+    PersonFactory,
+    SyncRunFactory,
+    UserCardFactory,
+    UserFactory,
+    enable_background_sync,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +65,7 @@ def four_users(m365):
     m365.emulator.add_mailbox("ann@contoso.test")
     assert contact_sync.validate_exchange_connection(user=ann).ok
     for user in (ann, carl):
-        job_queue.set_background_sync(user=user, enabled=True)
+        enable_background_sync(user)
     contact_sync.setups_for(user=dora)
     entry = JobQueueEntry.objects.get()
     for _ in range(2):
@@ -127,7 +133,7 @@ def test_the_needs_attention_filter_and_the_sorts(boss_client, four_users):
 
 def test_a_stalled_run_and_a_paused_job_queue_entry_need_attention(boss_client, m365, settings):
     ann = UserCardFactory(user=UserFactory(username="ann")).user
-    job_queue.set_background_sync(user=ann, enabled=True)
+    enable_background_sync(ann)
     job_queue.set_job_queue_entry_on_hold(entry=JobQueueEntry.objects.get())
     silent = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS + 30)
     run = SyncRunFactory(user=ann, status=RunStatus.RUNNING, finished_at=None, heartbeat_at=silent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from contacts.models import Contact
 from exchange_sync.graph import reset_graph_client_cache
@@ -25,6 +26,7 @@ from exchange_sync.models import (
     UserCard,
 )
 from exchange_sync.services import contact_sync
+from exchange_sync.sync.filters import FilterError
 from tests.factories import PersonFactory
 
 pytestmark = pytest.mark.django_db
@@ -130,6 +132,29 @@ IMPORTED = [
         id="upper case and surrounding spaces",
     ),
     pytest.param(
+        person(
+            "Nul\x00 Byte",
+            "nul\x00.byte@example.com",
+            companyName="Bell\x07 \x1bCorp",
+            jobTitle="Sales\x00",
+            businessAddress={"street": "1 Main\tSt\r\nFloor 2", "city": "Lon\x00don"},
+        ),
+        {
+            "name": "Nul Byte",
+            "email": "nul.byte@example.com",
+            "company_name": "Bell Corp",
+            "job_title": "Sales",
+            "address": "1 Main\tSt",
+            "address_2": "Floor 2",
+            "city": "London",
+        },
+        [
+            "Characters no database can store (U+0000, U+0007, U+001B) were left out of Outlook's "
+            "displayName, jobTitle, companyName, emailAddresses, businessAddress."
+        ],
+        id="control characters",
+    ),
+    pytest.param(
         {
             "displayName": "Three Mails",
             "emailAddresses": [
@@ -221,6 +246,43 @@ def test_an_outlook_contact_business_central_cannot_use_is_skipped_with_the_reas
     assert_neighbours_synced(outlook, neighbours)
 
 
+@pytest.fixture
+def database_refuses_surname_refused():
+    """A trigger that makes the database refuse one contact, as it would a value it cannot store. The
+    test's transaction takes it away again."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION refuse_contact() RETURNS trigger AS $$ "
+                "BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                "CREATE TRIGGER refuse_contact BEFORE INSERT ON contacts_contact FOR EACH ROW "
+                "WHEN (NEW.surname = 'Refused') EXECUTE FUNCTION refuse_contact()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER refuse_contact BEFORE INSERT ON contacts_contact "
+                "WHEN NEW.surname = 'Refused' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+
+
+def test_a_contact_the_database_refuses_is_logged_as_failed_and_the_others_still_sync(
+    sync_user, outlook, folder_id, neighbours, database_refuses_surname_refused
+):
+    item = outlook.create_contact(folder_id, person("Rita Refused", "rita@example.com", surname="Refused"))
+
+    run = sync(sync_user)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert (run.created, run.imported, run.failed) == (1, 1, 1)
+    entry = import_entry(run, item["id"])
+    assert entry.outcome == Outcome.FAILED
+    assert entry.message.startswith("Outlook contact 'Rita Refused' could not be saved in Business Central")
+    assert not Contact.objects.filter(search_email="rita@example.com").exists()
+    assert_neighbours_synced(outlook, neighbours)
+
+
 # --- broken filters: the run fails naming the problem, nothing written -------------------------------
 
 
@@ -235,6 +297,11 @@ def test_an_outlook_contact_business_central_cannot_use_is_skipped_with_the_reas
             id="enormous",
         ),
         pytest.param({"city": "Lon*" + "|" * 150}, "City:", id="too many alternatives"),
+        pytest.param(
+            {"territory_code": "EU|\x07NA"},
+            'Territory Code: "EU|NA" — contains the character U+0007',
+            id="control character",
+        ),
     ],
 )
 def test_a_broken_filter_fails_the_run_naming_the_problem_and_writes_nothing(
@@ -255,6 +322,27 @@ def test_a_broken_filter_fails_the_run_naming_the_problem_and_writes_nothing(
     assert len(outlook.list_contacts(FOLDER)) == 1
     setup.refresh_from_db()
     assert (setup.watermark, setup.delta_link, setup.active_run_id) == (None, "", None)
+
+
+@pytest.mark.parametrize(
+    ("contact_filter", "named"),
+    [
+        pytest.param(
+            {"city": "Lon\x00don"},
+            'City: "London" — contains the character U+0000, which cannot be stored at position 3',
+            id="NUL in an expression",
+        ),
+        pytest.param({"no_such\x00field": "x"}, 'Unknown filter field "no_suchfield"', id="NUL in a field"),
+    ],
+)
+def test_a_filter_with_a_nul_is_refused_before_it_is_saved(sync_user, contact_filter, named):
+    """PostgreSQL cannot store NUL even in JSON, so such a filter is refused, never saved or run."""
+    with pytest.raises(FilterError) as info:
+        contact_sync.set_sync_filter(user=sync_user, filters=contact_filter)
+
+    assert named in str(info.value)
+    assert sync(sync_user).status == RunStatus.SUCCEEDED
+    assert ContactSyncSetup.objects.get(user=sync_user).contact_filter == {}
 
 
 # --- a mailbox that does not exist, a wrong client secret ---------------------------------------------

@@ -21,7 +21,16 @@ from django.utils import timezone
 from django_q.models import Task
 from django_q.tasks import async_task
 
-from exchange_sync.models import ContactSyncSetup, JobQueueEntry, JobStatus, RunStatus, SyncRun, SyncTrigger
+from exchange_sync.models import (
+    ConnectionStatus,
+    ContactSyncSetup,
+    ExchangeSyncSetup,
+    JobQueueEntry,
+    JobStatus,
+    RunStatus,
+    SyncRun,
+    SyncTrigger,
+)
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
@@ -95,7 +104,8 @@ def background_users(m365, count: int) -> list:
     for n in range(count):
         card = UserCardFactory(user=UserFactory(username=f"sp{n:02d}"))
         m365.emulator.add_mailbox(card.microsoft_365_email)
-        setups_for(user=card.user)
+        exchange, _ = setups_for(user=card.user)
+        ExchangeSyncSetup.objects.filter(pk=exchange.pk).update(connection_status=ConnectionStatus.CONNECTED)
         users.append(card.user)
     return users
 

@@ -985,7 +985,9 @@ def test_a_stale_claim_is_taken_over_and_the_old_run_marked_interrupted(user, se
 # --- Validate Exchange Connection -------------------------------------------------------------------------
 
 
-def test_validate_exchange_connection_succeeds_and_creates_the_folder(user, outlook):
+def test_validate_exchange_connection_succeeds_and_leaves_creating_the_folder_to_the_first_sync(
+    user, outlook
+):
     assert FOLDER not in [f["displayName"] for f in outlook.list_folders()]
 
     check = contact_sync.validate_exchange_connection(user=user)
@@ -993,19 +995,23 @@ def test_validate_exchange_connection_succeeds_and_creates_the_folder(user, outl
     assert check.ok
     assert check.message == (
         "Connected successfully to Microsoft 365: mailbox ann@contoso.test, "
-        "folder 'Business Central' is ready."
+        "folder 'Business Central' will be created by the first Sync."
     )
-    assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
+    assert FOLDER not in [f["displayName"] for f in outlook.list_folders()]
     setup = ExchangeSyncSetup.objects.get(user=user)
     assert (setup.connection_status, setup.last_validation_message) == (
         ConnectionStatus.CONNECTED,
         check.message,
     )
+    ok(sync(user))
+    assert contact_sync.validate_exchange_connection(user=user).message == (
+        "Connected successfully to Microsoft 365: mailbox ann@contoso.test, "
+        "folder 'Business Central' is ready."
+    )
+    assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
     assert setup_of(user).folder_id == next(
         f["id"] for f in outlook.list_folders() if f["displayName"] == FOLDER
     )
-    assert contact_sync.validate_exchange_connection(user=user).ok  # found, not created twice
-    assert [f["displayName"] for f in outlook.list_folders()].count(FOLDER) == 1
 
 
 def test_validate_names_the_missing_microsoft_365_email(m365):
@@ -1039,6 +1045,30 @@ def test_validate_names_an_unknown_mailbox(m365):
     assert not check.ok
     assert check.message.startswith("Cannot connect to Microsoft 365 (mailbox nobody@contoso.test): ")
     assert "has no Exchange Online mailbox for nobody@contoso.test" in check.message
+
+
+
+def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connection_state_alone(
+    user, settings
+):
+    connected = contact_sync.validate_exchange_connection(user=user)  # through the real client
+    assert connected.ok
+    before = ExchangeSyncSetup.objects.get(user=user)
+    for name in ("M365_EMULATOR_URL", "M365_TENANT_ID", "M365_CLIENT_ID", "M365_CLIENT_SECRET"):
+        setattr(settings, name, "")
+    reset_graph_client_cache()
+
+    check = contact_sync.validate_exchange_connection(user=user)
+
+    assert not check.ok
+    assert check.message.startswith("Cannot connect to Microsoft 365 (sign-in to Microsoft 365): ")
+    assert "Microsoft 365 is not configured" in check.message
+    after = ExchangeSyncSetup.objects.get(user=user)
+    assert (after.connection_status, after.last_validated_at, after.last_validation_message) == (
+        ConnectionStatus.CONNECTED,
+        before.last_validated_at,
+        connected.message,
+    )
 
 
 # --- the sync_contacts command ----------------------------------------------------------------------------

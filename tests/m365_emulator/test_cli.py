@@ -30,6 +30,8 @@ def test_cli_starts_with_flags():
             "--no-shuffle-batch-responses",
             "--rate-limit",
             "50",
+            "--mailbox-domain",
+            "bcsync-demo.test",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -43,6 +45,7 @@ def test_cli_starts_with_flags():
         assert (config["tenant"], config["latency_ms"], config["rate_limit"]) == ("cli-tenant", 3.0, 50)
         assert config["shuffle_batch_responses"] is False
         assert config["mailboxes"] == ["a@b.test", "c@d.test"]
+        assert config["mailbox_domain"] == "bcsync-demo.test"
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from m365_emulator import GraphError
+from m365_emulator import GraphError, serve_in_thread
 from m365_emulator.control import EmulatorControl
 from m365_emulator.schema import validate_contact_shape, validate_folder_shape
 
-from .conftest import ADA
+from .conftest import ADA, Graph, make_config
 
 
 @pytest.fixture
@@ -136,3 +136,28 @@ def test_unknown_control_endpoint_is_404(control):
     with pytest.raises(GraphError) as failure:
         control.call("GET", "/nope")
     assert failure.value.status == 404
+
+
+def test_every_address_in_the_mailbox_domain_is_a_mailbox_created_on_first_use(tmp_path):
+    state = tmp_path / "state.json"
+    first = serve_in_thread(make_config(mailboxes=[], mailbox_domain="Demo.test", state_file=str(state)))
+    try:
+        graph = Graph(first)
+        assert graph.get("/users/sally@demo.test/contactFolders").status_code == 200
+        assert (
+            graph.post("/users/SAM@DEMO.TEST/contactFolders", json={"displayName": "BC"}).status_code == 201
+        )
+        outlook = first.emulator.outlook("nina@demo.test")  # a person opening Outlook for the first time
+        assert [f["displayName"] for f in outlook.list_folders()] == ["Contacts"]
+        for elsewhere in ("x@other.test", "x@sub.demo.test", "@demo.test"):
+            response = graph.get(f"/users/{elsewhere}/contactFolders")
+            assert response.json()["error"]["code"] == "ErrorInvalidUser", elsewhere
+        upns = ["sally@demo.test", "SAM@DEMO.TEST", "nina@demo.test"]
+        assert [m["upn"] for m in first.emulator.mailboxes()] == upns
+    finally:
+        first.stop()
+    second = serve_in_thread(make_config(mailboxes=[], state_file=str(state)))
+    try:
+        assert [m["folders"] for m in second.emulator.mailboxes()] == [1, 2, 1]  # kept, not recreated
+    finally:
+        second.stop()

@@ -5,6 +5,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from bcsync_site.local_env import DEMO_MAILBOX_DOMAIN
 from exchange_sync.models import UserCard
 
 
@@ -13,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
-        parser.add_argument("--m365-email", default="admin@bcsync-demo.test")
+        parser.add_argument("--m365-email", default=f"admin@{DEMO_MAILBOX_DOMAIN}")
 
     def handle(self, *args, username: str, m365_email: str, **options):
         User = get_user_model()

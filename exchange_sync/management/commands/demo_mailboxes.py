@@ -1,13 +1,32 @@
-"""Print emulator arguments naming every user's Microsoft 365 mailbox (used by bin/run-local)."""
+"""Print the local Microsoft 365 emulator's arguments for this site (used by bin/run-local): the tenant
+and app the settings name, the demo domain, and every user's mailbox."""
 
+import shlex
+
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from bcsync_site.local_env import DEMO_MAILBOX_DOMAIN
 from exchange_sync.models import UserCard
 
 
 class Command(BaseCommand):
-    help = "Print '--mailbox UPN' once per user for the local Microsoft 365 emulator."
+    help = (
+        "Print the local emulator's arguments: --tenant, --client-id and --client-secret from the settings, "
+        "--mailbox-domain for the demo domain and '--mailbox UPN' once per user."
+    )
 
     def handle(self, *args, **options):
+        arguments = []
+        for flag, value in (
+            ("--tenant", settings.M365_TENANT_ID),
+            ("--client-id", settings.M365_CLIENT_ID),
+            ("--client-secret", settings.M365_CLIENT_SECRET),
+        ):
+            if value:
+                arguments += [flag, value]
+        arguments += ["--mailbox-domain", DEMO_MAILBOX_DOMAIN]
         upns = UserCard.objects.exclude(microsoft_365_email="").values_list("microsoft_365_email", flat=True)
-        self.stdout.write(" ".join(f"--mailbox {upn}" for upn in sorted(upns)))
+        for upn in sorted(upns):
+            arguments += ["--mailbox", upn]
+        self.stdout.write(shlex.join(arguments))

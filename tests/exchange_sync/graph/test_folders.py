@@ -1,6 +1,6 @@
 import pytest
 
-from exchange_sync.graph import MailboxNotFound
+from exchange_sync.graph import FolderExists, MailboxNotFound
 
 
 def test_find_create_and_get_a_folder(client, mailbox):
@@ -55,3 +55,31 @@ def test_unknown_or_unlicensed_mailbox_raises_mailbox_not_found_naming_the_fix(
     assert raised.value.status == 404
     assert upn in str(raised.value)
     assert "check the Microsoft 365 email on the User Card" in str(raised.value)
+
+
+def test_renaming_a_folder_keeps_its_id_and_contacts(emulator, client, mailbox):
+    folder = client.create_contact_folder(mailbox=mailbox, display_name="Business Central")
+    contact = client.create_contact(mailbox=mailbox, folder_id=folder["id"], contact={"givenName": "Ann"})
+
+    renamed = client.rename_contact_folder(mailbox=mailbox, folder_id=folder["id"], display_name="BC")
+
+    assert renamed["id"] == folder["id"]
+    assert client.find_contact_folder(mailbox=mailbox, display_name="BC")["id"] == folder["id"]
+    assert client.find_contact_folder(mailbox=mailbox, display_name="Business Central") is None
+    assert client.get_contact(mailbox=mailbox, folder_id=folder["id"], contact_id=contact["id"])
+
+
+def test_renaming_onto_a_sibling_s_name_raises_folder_exists(client, mailbox):
+    folder = client.create_contact_folder(mailbox=mailbox, display_name="Business Central")
+    client.create_contact_folder(mailbox=mailbox, display_name="BC")
+
+    with pytest.raises(FolderExists):
+        client.rename_contact_folder(mailbox=mailbox, folder_id=folder["id"], display_name="BC")
+
+
+def test_a_deleted_folder_is_gone(client, mailbox):
+    folder = client.create_contact_folder(mailbox=mailbox, display_name="Old")
+
+    client.delete_contact_folder(mailbox=mailbox, folder_id=folder["id"])
+
+    assert client.get_contact_folder(mailbox=mailbox, folder_id=folder["id"]) is None

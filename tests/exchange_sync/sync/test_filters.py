@@ -1,5 +1,8 @@
 import pytest
+from django.db import transaction
 from django.db.models import Q
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from contacts.models import Contact, CountryRegion
 from exchange_sync.forms import ContactFilterForm
@@ -335,3 +338,35 @@ def test_the_form_refuses_an_over_long_expression_on_its_field():
     form = ContactFilterForm(data={"name": "x" * 251})
     assert not form.is_valid()
     assert list(form.errors) == ["name"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "character", "position"),
+    [("Lon\x00don", "U+0000", 3), ("\x07Bell", "U+0007", 0), ("Half \ud83d", "U+D83D", 5)],
+)
+def test_a_character_no_database_can_store_is_refused_and_not_echoed(expression, character, position):
+    with pytest.raises(FilterError) as info:
+        validate_filter(filters={"city": expression})
+
+    assert info.value.position == position
+    assert f"contains the character {character}, which cannot be stored" in str(info.value)
+    assert str(info.value).encode("utf-8")  # a lone surrogate would not encode
+    assert "\x00" not in str(info.value) and "\x07" not in str(info.value)
+
+
+def test_an_unknown_field_named_with_a_nul_is_refused_without_it():
+    with pytest.raises(FilterError) as info:
+        validate_filter(filters={"ci\x00ty": "x"})
+    assert str(info.value).startswith('Unknown filter field "city"')
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(sorted(FILTER_FIELDS)), expression=st.text(max_size=30))
+def test_any_text_is_refused_or_selects_contacts_on_this_database(db, key, expression):
+    """Whatever is typed, validation refuses it or the database runs it: never a database error."""
+    try:
+        query = compile_filter(filters={key: expression})
+    except FilterError:
+        return
+    with transaction.atomic():  # on PostgreSQL an error would abort the test's transaction
+        list(Contact.objects.filter(query).values_list("id", flat=True))
