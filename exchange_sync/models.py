@@ -78,6 +78,13 @@ class ConnectionStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class RunPhase(models.TextChoices):
+    READING_OUTLOOK = "reading_outlook", "Reading Outlook"
+    PLANNING = "planning", "Planning"
+    WRITING_OUTLOOK = "writing_outlook", "Writing to Outlook"
+    WRITING_BC = "writing_bc", "Writing to Business Central"
+
+
 class ExchangeSyncSetup(models.Model):
     """Page 6700 "Exchange Sync. Setup": one per user."""
 
@@ -270,6 +277,11 @@ class SyncRun(models.Model):
     graph_requests = models.PositiveIntegerField("Graph requests", default=0)
     summary = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Where a running run is: written with its counts at each per-batch flush.
+    phase = models.CharField(max_length=20, choices=RunPhase.choices, blank=True)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    phase_done = models.PositiveIntegerField(default=0)
+    phase_total = models.PositiveIntegerField(default=0, help_text="0 when not known in advance.")
 
     class Meta:
         ordering = ["-queued_at", "-id"]

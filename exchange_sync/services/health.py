@@ -208,3 +208,49 @@ def recent_durations(*, limit: int = DURATION_RUNS) -> list[SyncRun]:
         .order_by("-finished_at", "-id")[:limit]
     )
     return list(reversed(runs))
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a running run is, from what its last per-batch flush wrote: no query of its own."""
+
+    phase: str
+    done: int
+    total: int  # 0 when not known (a delta read does not know how many changes come)
+    seconds_left: float | None
+
+    @property
+    def percent(self) -> int | None:
+        return min(100, self.done * 100 // self.total) if self.total else None
+
+    @property
+    def text(self) -> str:
+        if self.total:
+            return f"{self.phase}: {self.done:,} of {self.total:,}"
+        return f"{self.phase}: {self.done:,} so far" if self.done else f"{self.phase}…"
+
+    @property
+    def time_left(self) -> str:
+        if self.seconds_left is None:
+            return ""
+        minutes, seconds = divmod(round(self.seconds_left), 60)
+        if not minutes:
+            return f"about {max(seconds, 1)} s left"
+        return f"about {minutes} min {seconds} s left" if seconds else f"about {minutes} min left"
+
+
+def run_progress(*, run: SyncRun, now: datetime | None = None) -> RunProgress | None:
+    """The progress of a running run, None once it has finished or before it starts. The time left
+    is the phase's pace so far applied to what remains of it."""
+    if run.status != RunStatus.RUNNING or not run.phase:
+        return None
+    seconds_left = None
+    if run.phase_total and run.phase_done and run.phase_started_at:
+        elapsed = ((now or timezone.now()) - run.phase_started_at).total_seconds()
+        seconds_left = max(elapsed, 0) / run.phase_done * max(run.phase_total - run.phase_done, 0)
+    return RunProgress(
+        phase=run.get_phase_display(),
+        done=run.phase_done,
+        total=run.phase_total,
+        seconds_left=seconds_left,
+    )
