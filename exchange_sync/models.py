@@ -216,6 +216,18 @@ class ContactLink(models.Model):
     change_key = models.CharField(max_length=256, blank=True)
     bc_hash = models.CharField(max_length=64, blank=True)
     m365_hash = models.CharField(max_length=64, blank=True)
+    # The records whose hashes are bc_hash and m365_hash, for a per-field merge when both sides
+    # changed. NULL on links last synced before they were kept: those merge as a whole contact.
+    bc_synced = models.JSONField(
+        null=True, blank=True, help_text="Business Central's synced fields as last synced."
+    )
+    m365_synced = models.JSONField(null=True, blank=True, help_text="Outlook's synced fields as last synced.")
+    imported = models.BooleanField(
+        default=False,
+        help_text="Added to Business Central from this user's folder: it stays synced for this user "
+        "outside the sync filter, until its Territory Code or Salesperson Code is set to a value the "
+        "filter refuses.",
+    )
     detached = models.BooleanField(
         default=False, help_text="Left the scope; its Outlook copy is kept but no longer synced."
     )
@@ -311,11 +323,20 @@ class SyncRun(models.Model):
         return {name: getattr(self, name) for name in self.COUNT_FIELDS if getattr(self, name)}
 
     def summary_line(self) -> str:
+        """The run's counts on one line (run page, command line). A Preview's counts are its plan, so
+        they are worded as what a Sync would do."""
+        updated = self.updated + self.bc_updated
+        if self.mode == SyncMode.PREVIEW:
+            return (
+                f"would create {self.created}, would update {updated}, would link {self.linked}, "
+                f"would delete {self.deleted}, would recreate {self.recreated}, "
+                f"would import {self.imported}, would skip {self.skipped}; "
+                f"graph_requests={self.graph_requests}"
+            )
         return (
-            f"created={self.created} updated={self.updated + self.bc_updated} deleted={self.deleted} "
-            f"recreated={self.recreated} "
-            f"imported={self.imported} skipped={self.skipped} failed={self.failed} "
-            f"graph_requests={self.graph_requests}"
+            f"created={self.created} updated={updated} linked={self.linked} deleted={self.deleted} "
+            f"recreated={self.recreated} imported={self.imported} skipped={self.skipped} "
+            f"failed={self.failed} graph_requests={self.graph_requests}"
         )
 
 

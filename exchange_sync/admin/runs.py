@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ..models import ActivityLog, ContactSyncSetup, RunStatus, SyncRun
+from ..models import ActivityLog, ContactSyncSetup, RunStatus, SyncMode, SyncRun
 from .ownership import OwnedByUserAdmin
 
 
@@ -48,6 +48,7 @@ class SyncRunAdmin(OwnedByUserAdmin):
         "duration",
         "created",
         "updated",
+        "linked",
         "deleted",
         "recreated",
         "imported",
@@ -59,20 +60,24 @@ class SyncRunAdmin(OwnedByUserAdmin):
     list_filter = ("status", "mode", "trigger")
     list_select_related = ("user",)
     date_hierarchy = "queued_at"
-    fieldsets = (
-        (None, {"fields": ("user", "mode", "trigger", "status", "error", "summary_line")}),
-        ("Timing", {"fields": ("queued_at", "started_at", "heartbeat_at", "finished_at", "duration")}),
-        (
-            "Outlook (Business Central → Outlook)",
-            {"fields": ("created", "updated", "linked", "recreated", "deleted")},
-        ),
-        ("Business Central (Outlook → Business Central)", {"fields": ("imported", "bc_updated")}),
-        (
-            "Other",
-            {"fields": ("skipped", "failed", "graph_requests", "allow_mass_delete", "job_queue_entry")},
-        ),
-    )
     inlines = [ActivityLogInline]
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        # A Preview's counts are its plan, and its sections say so.
+        plan = ": what a Sync would do (nothing was written)" if obj and obj.mode == SyncMode.PREVIEW else ""
+        return (
+            (None, {"fields": ("user", "mode", "trigger", "status", "error", "summary_line")}),
+            ("Timing", {"fields": ("queued_at", "started_at", "heartbeat_at", "finished_at", "duration")}),
+            (
+                f"Outlook (Business Central → Outlook){plan}",
+                {"fields": ("created", "updated", "linked", "recreated", "deleted")},
+            ),
+            (f"Business Central (Outlook → Business Central){plan}", {"fields": ("imported", "bc_updated")}),
+            (
+                "Other",
+                {"fields": ("skipped", "failed", "graph_requests", "allow_mass_delete", "job_queue_entry")},
+            ),
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return [f.name for f in SyncRun._meta.fields] + ["summary_line", "duration"]

@@ -15,7 +15,7 @@ from django.utils import timezone
 from contacts.models import Contact
 from exchange_sync.models import ActivityLog, ContactSyncSetup, Direction, Outcome, SyncRun
 
-from .mapping import OutlookContact
+from .mapping import OutlookContact, caption
 from .planner import Action, ActionKind, Plan
 
 DB_CHUNK = 500  # rows per database transaction for Business Central-side writes and preview entries
@@ -28,8 +28,22 @@ ACTION_NAMES = {
     ActionKind.LINK: "Link by email",
     ActionKind.IMPORT_TO_BC: "Import Outlook contact",
     ActionKind.UPDATE_BC: "Update from Outlook",
+    ActionKind.MERGE: "Merge changes",
     ActionKind.DETACH: "Stop syncing",
     ActionKind.SKIP: "Skip",
+}
+# The SyncRun count each kind of action adds to once done. A Preview counts its plan under the same
+# names, so its run page and summary say what a Sync would do ("would create 129").
+COUNT_NAMES = {
+    ActionKind.CREATE_IN_M365: "created",
+    ActionKind.UPDATE_M365: "updated",
+    ActionKind.RECREATE_IN_M365: "recreated",
+    ActionKind.DELETE_IN_M365: "deleted",
+    ActionKind.LINK: "linked",
+    ActionKind.IMPORT_TO_BC: "imported",
+    ActionKind.UPDATE_BC: "bc_updated",
+    ActionKind.DETACH: "skipped",
+    ActionKind.SKIP: "skipped",
 }
 # An applied skip of a Business Central contact is named after what it did not do.
 SKIPPED_SEND = "Send to Outlook"
@@ -46,10 +60,10 @@ class RunLog:
         self.pending: list[ActivityLog] = []
         self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
 
-    def add(self, **entry: Any) -> None:
+    def add(self, **fields: Any) -> None:
         """Hold one entry for the next flush, and count it. Takes `entry()`'s arguments."""
-        self.tally[_count_name(entry["outcome"], entry.get("direction", Direction.NONE))] += 1
-        self.pending.append(self.entry(**entry))
+        self.tally[_count_name(fields["outcome"], fields.get("direction", Direction.NONE))] += 1
+        self.pending.append(self.entry(**fields))
 
     def entry(
         self,
@@ -106,7 +120,9 @@ class RunLog:
             [a.contact_id for a in the_plan.actions if a.contact_id is not None]
         )
         if the_plan.blocked:
-            self.add(action="Mass-delete guard", outcome=Outcome.SKIPPED, message=the_plan.blocked)
+            # About the whole run, not a contact: held without counting, so "would skip" counts contacts.
+            guard = self.entry(action="Mass-delete guard", outcome=Outcome.SKIPPED, message=the_plan.blocked)
+            self.pending.append(guard)
         for action in the_plan.actions:
             if action.kind == ActionKind.DROP_LINK:
                 continue
@@ -128,6 +144,7 @@ class RunLog:
                 contact_no=self.deleted_no(action),
                 message=_preview_message(action, self.label(contact, action)),
             )
+            self.tally[COUNT_NAMES[action.kind]] += 1
             if len(self.pending) >= DB_CHUNK:
                 self.flush()
         self.flush()
@@ -156,7 +173,7 @@ def done_message(action: Action, label: str, record: dict[str, str]) -> tuple[st
 
 def overwritten_text(overwritten: dict[str, str]) -> str:
     """Outlook's values that Business Central's replace, as a log message lists them."""
-    return ", ".join(f"{key} '{value}'" for key, value in overwritten.items())
+    return ", ".join(f"{caption(key)} '{value}'" for key, value in overwritten.items())
 
 
 def contact_label(contact: Contact | None, action: Action) -> str:
@@ -165,10 +182,6 @@ def contact_label(contact: Contact | None, action: Action) -> str:
     if action.outlook is not None:
         return f"Outlook contact '{action.outlook.label}'"
     return "The Outlook contact"
-
-
-def caption(record_key: str) -> str:
-    return str(Contact._meta.get_field(record_key).verbose_name)
 
 
 def problems_text(problems: list[str]) -> str:
@@ -186,7 +199,7 @@ def import_details(item: OutlookContact, problems: list[str]) -> dict[str, Any]:
 
 def _count_name(outcome: str, direction: str) -> str:
     """The SyncRun count a log entry adds to ("" for none): what went to Business Central has names
-    of its own; a preview's plans count nothing."""
+    of its own; a planned entry counts nothing here, as preview() counts it by its action's kind."""
     if outcome in (Outcome.SKIPPED, Outcome.FAILED):
         return outcome
     if direction == Direction.TO_BC:
@@ -205,6 +218,10 @@ def _preview_message(action: Action, label: str) -> str:
         "Business Central's values sent.",
         ActionKind.IMPORT_TO_BC: f"{label} would be added to Business Central.",
         ActionKind.UPDATE_BC: f"{label} would be updated from Outlook.",
+        ActionKind.MERGE: f"{label} changed on both sides: Outlook's "
+        + ", ".join(caption(key) for key in action.from_outlook or {})
+        + " would go to Business Central, then Business Central's values to Outlook"
+        + ("; where both changed a field, Business Central wins." if action.conflict else "."),
         ActionKind.DETACH: f"{label} would stop syncing: {action.reason}.",
         ActionKind.SKIP: f"{label} {action.reason}.",
     }[action.kind]

@@ -1,7 +1,10 @@
-"""The Business Central half of a plan: imports and updates from Outlook, stopping and dropping links,
-and skips. Each chunk is written under row lock in one transaction with its log entries."""
+"""The Business Central half of a plan: imports and updates from Outlook, the Outlook fields merges
+keep, stopping and dropping links, and skips. Each chunk is written under row lock in one transaction
+with its log entries."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
@@ -15,13 +18,13 @@ from .activity_log import (
     DB_CHUNK,
     SKIPPED_SEND,
     RunLog,
-    caption,
     contact_label,
     import_details,
     overwritten_text,
     problems_text,
 )
-from .mapping import OutlookContact, bc_record, changed_fields, is_valid_email, record_hash
+from .filters import pinned_values
+from .mapping import OutlookContact, bc_record, caption, changed_fields, is_valid_email, record_hash
 from .planner import Action, ActionKind
 from .reader import chunks
 
@@ -46,20 +49,40 @@ class BcWriter:
     def __init__(self, *, setup: ContactSyncSetup, log: RunLog) -> None:
         self.setup = setup
         self.log = log
+        self.kept_imported: frozenset[int] = frozenset()  # in scope only as imported from this folder
 
     def apply(self, actions: list[Action]) -> None:
         for chunk in chunks(actions, DB_CHUNK):
             self._apply_chunk(chunk)
 
+    def take_outlook_fields(self, merges: list[Action]) -> None:
+        """The Business Central half of merges, before Business Central's values go to Outlook: the
+        fields only Outlook changed, under lock, each contact unchanged since the plan (else Business
+        Central's values win, and what they overwrite in Outlook is logged as they are sent). The
+        links keep their last-synced records until Outlook has the merged values, so a run stopped
+        in between merges again."""
+        for chunk in chunks(merges, DB_CHUNK):
+            companies = self._companies_for(chunk)
+            with transaction.atomic():
+                contacts = Contact.objects.select_for_update().in_bulk([a.contact_id for a in chunk])
+                for action in chunk:
+                    self._write_from_outlook(action, contacts.get(action.contact_id), companies)
+                self.log.flush()
+
+    def _take_fields(
+        self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]
+    ) -> None:
+        if contact is None or record_hash(bc_record(contact)) != action.expected_bc_hash:
+            return
+        assert action.outlook is not None and action.from_outlook is not None
+        before = bc_record(contact)
+        problems = self._apply_record(contact, action.outlook, companies, keys=action.from_outlook)
+        contact.save()
+        self._log_update(contact, action.outlook, before, problems)
+
     def _apply_chunk(self, actions: list[Action]) -> None:
         contact_ids = [a.contact_id for a in actions if a.contact_id is not None]
-        companies = self._companies_named(
-            {
-                a.outlook.record["company_name"]
-                for a in actions
-                if a.outlook is not None and a.outlook.record["company_name"]
-            }
-        )
+        companies = self._companies_for(actions)
         with transaction.atomic():
             # Read under lock in the writing transaction: an edit made since the plan is either
             # seen here (and kept) or waits for this transaction, never lost in between.
@@ -70,6 +93,7 @@ class BcWriter:
                     self._write_from_outlook(action, contact, companies)
                 elif action.kind == ActionKind.DETACH:
                     ContactLink.objects.filter(pk=action.link_id).update(detached=True)
+                    self._note_outlook_edit(action)
                     self.log.add(
                         contact=contact,
                         graph_id=action.graph_id or "",
@@ -80,6 +104,14 @@ class BcWriter:
                     )
                 elif action.kind == ActionKind.DROP_LINK:
                     ContactLink.objects.filter(pk=action.link_id).delete()
+                    if action.contact_id in self.kept_imported:  # Business Central keeps it: say why
+                        self.log.add(
+                            contact=contact,
+                            graph_id=action.graph_id or "",
+                            action=ACTION_NAMES[ActionKind.DETACH],
+                            outcome=Outcome.SKIPPED,
+                            message=f"{contact_label(contact, action)} was {action.reason}.",
+                        )
                 elif action.kind == ActionKind.SKIP:
                     self._skip(action, contact)
             self.log.flush()
@@ -87,12 +119,14 @@ class BcWriter:
     def _write_from_outlook(
         self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]
     ) -> None:
-        """Import or update one contact in a savepoint: one the database refuses is logged as failed,
-        and the others of the chunk still go in."""
+        """Import, update or merge one contact in a savepoint: one the database refuses is logged as
+        failed, and the others of the chunk still go in."""
         try:
             with transaction.atomic():
                 if action.kind == ActionKind.IMPORT_TO_BC:
                     self._import(action, companies)
+                elif action.kind == ActionKind.MERGE:
+                    self._take_fields(action, contact, companies)
                 else:
                     self._update_bc(action, contact, companies)
         except DatabaseError as error:
@@ -108,8 +142,28 @@ class BcWriter:
                 f"(the database refused it: {type(error).__name__}); a Full Sync tries again.",
             )
 
-    def _skip(self, action: Action, contact: Contact | None) -> None:
+    def _note_outlook_edit(self, action: Action) -> None:
+        """An Outlook edit to a contact outside the scope, logged as not synced: the link records
+        Outlook's copy as seen, so the same edit is said once."""
         if action.outlook is not None:
+            ContactLink.objects.filter(pk=action.link_id).update(
+                m365_hash=record_hash(action.outlook.record),
+                m365_synced=action.outlook.record,
+                change_key=action.outlook.change_key,
+            )
+
+    def _skip(self, action: Action, contact: Contact | None) -> None:
+        if action.outlook is not None and action.link_id is not None:
+            self._note_outlook_edit(action)
+            self.log.add(
+                contact=contact,
+                graph_id=action.graph_id or "",
+                direction=Direction.TO_BC,
+                action=ACTION_NAMES[ActionKind.UPDATE_BC],
+                outcome=Outcome.SKIPPED,
+                message=f"{contact_label(contact, action)} {action.reason}.",
+            )
+        elif action.outlook is not None:
             self.log.add(
                 graph_id=action.graph_id or "",
                 email=action.outlook.record["email"],
@@ -130,10 +184,11 @@ class BcWriter:
     def _import(self, action: Action, companies: dict[str, list[Contact]]) -> None:
         item = action.outlook
         assert item is not None
-        contact = Contact(type=ContactType.PERSON)
+        # Fields Outlook has no counterpart for take the one value the user's filter pins, if any.
+        contact = Contact(type=ContactType.PERSON, **pinned_values(filters=self.setup.contact_filter))
         problems = self._apply_record(contact, item, companies)
         contact.save()
-        self._link_to_outlook(action, contact, item)
+        self._link_to_outlook(action, contact, item, imported=True)
         self.log.add(
             contact=contact,
             graph_id=item.graph_id,
@@ -156,15 +211,20 @@ class BcWriter:
         if record_hash(before) != action.expected_bc_hash:
             self._keep_bc_edit(action, contact, item, before)
             return
-        problems = self._apply_record(contact, item, companies)
+        problems = self._apply_record(contact, item, companies, keys=action.from_outlook)
         contact.save()
         self._link_to_outlook(action, contact, item)
+        self._log_update(contact, item, before, problems)
+
+    def _log_update(
+        self, contact: Contact, item: OutlookContact, before: dict[str, str], problems: list[str]
+    ) -> None:
         changes = changed_fields(before, bc_record(contact))
         self.log.add(
             contact=contact,
             graph_id=item.graph_id,
             direction=Direction.TO_BC,
-            action=ACTION_NAMES[action.kind],
+            action=ACTION_NAMES[ActionKind.UPDATE_BC],
             outcome=Outcome.UPDATED,
             message=f"{contact.no} {contact.name} was updated from Outlook: "
             + (", ".join(caption(key) for key in changes) or "no field changed")
@@ -194,35 +254,46 @@ class BcWriter:
             details={"outlook_values_overwritten": overwritten},
         )
 
-    def _link_to_outlook(self, action: Action, contact: Contact, item: OutlookContact) -> None:
+    def _link_to_outlook(
+        self, action: Action, contact: Contact, item: OutlookContact, *, imported: bool = False
+    ) -> None:
+        record = bc_record(contact)
         values = {
             "contact": contact,
             "contact_no": contact.no,
             "email": contact.search_email,
             "graph_id": item.graph_id,
             "change_key": item.change_key,
-            "bc_hash": record_hash(bc_record(contact)),
+            "bc_hash": record_hash(record),
             "m365_hash": record_hash(item.record),
+            "bc_synced": record,
+            "m365_synced": item.record,
             "pending": False,
             "synced_at": timezone.now(),
         }
         if action.link_id is not None:
             ContactLink.objects.filter(pk=action.link_id).update(**values)
         else:
-            ContactLink.objects.create(setup=self.setup, **values)
+            ContactLink.objects.create(setup=self.setup, imported=imported, **values)
 
     def _apply_record(
-        self, contact: Contact, item: OutlookContact, companies: dict[str, list[Contact]]
+        self,
+        contact: Contact,
+        item: OutlookContact,
+        companies: dict[str, list[Contact]],
+        *,
+        keys: Iterable[str] | None = None,
     ) -> list[str]:
-        """Copy Outlook's values onto the contact field by field, as Business Central's transfer
-        does: a value Business Central refuses is left out and named, the rest still goes in."""
+        """Copy Outlook's values onto the contact field by field (only `keys`, when given), as
+        Business Central's transfer does: a value Business Central refuses is left out and named,
+        the rest still goes in."""
         problems = list(item.problems)
-        record = item.record
-        for key in TEXT_FIELDS:
-            setattr(contact, key, record[key])
-        contact.name = record["name"]
-        contact.email = record["email"]
-        contact.country_region_id = record["country_region"] or None
+        record = item.record if keys is None else {k: v for k, v in item.record.items() if k in set(keys)}
+        for key in (*TEXT_FIELDS, "name", "email"):
+            if key in record:
+                setattr(contact, key, record[key])
+        if "country_region" in record:
+            contact.country_region_id = record["country_region"] or None
         for key in ("phone_no", "mobile_phone_no", "fax_no"):
             if key not in record:
                 continue
@@ -234,6 +305,8 @@ class BcWriter:
         if normalize_email(contact.email_2) and not is_valid_email(contact.email_2):
             problems.append(f"E-Mail 2 '{contact.email_2}' is not a valid address; not copied.")
             contact.email_2 = ""
+        if "company_name" not in record:
+            return problems
         name = record["company_name"]
         matches = companies.get(name.casefold(), []) if name else []
         if len(matches) == 1:
@@ -246,6 +319,16 @@ class BcWriter:
                     f"The company name '{name}' is not unique in Business Central; Company No. left blank."
                 )
         return problems
+
+    def _companies_for(self, actions: list[Action]) -> dict[str, list[Contact]]:
+        """The companies named by the actions' Outlook contacts, by lower-case name."""
+        return self._companies_named(
+            {
+                a.outlook.record["company_name"]
+                for a in actions
+                if a.outlook is not None and a.outlook.record["company_name"]
+            }
+        )
 
     def _companies_named(self, names: set[str]) -> dict[str, list[Contact]]:
         found: dict[str, list[Contact]] = {}

@@ -15,7 +15,7 @@ from exchange_sync.models import ContactSyncSetup, SyncMode, SyncRun
 from .activity_log import RunLog
 from .bc_writer import BcWriter
 from .outlook_writer import OUTLOOK_KINDS, OutlookWriter
-from .planner import MassDeleteBlocked, Plan, plan
+from .planner import ActionKind, MassDeleteBlocked, Plan, plan
 from .reader import load_countries, read_outlook, read_plan_input
 
 
@@ -54,6 +54,7 @@ class SyncEngine:
         plan_input, self.log.deleted_nos = read_plan_input(
             setup=self.setup, run=self.run, outlook=outlook, full=full or outlook.whole_folder
         )
+        self.bc_writer.kept_imported = frozenset(plan_input.kept_imported)
         the_plan = plan(plan_input)
         if self.run.mode == SyncMode.PREVIEW:
             self.log.preview(the_plan)
@@ -67,8 +68,11 @@ class SyncEngine:
         return the_plan
 
     def apply(self, the_plan: Plan) -> None:
-        """Outlook's side first, then Business Central's."""
-        self.outlook_writer.apply([a for a in the_plan.actions if a.kind in OUTLOOK_KINDS])
+        """Outlook's side first, then Business Central's; except that the Outlook fields a merge keeps
+        go to Business Central before it, so that Business Central's values sent to Outlook hold them."""
+        outlook_actions = [a for a in the_plan.actions if a.kind in OUTLOOK_KINDS]
+        self.bc_writer.take_outlook_fields([a for a in outlook_actions if a.kind == ActionKind.MERGE])
+        self.outlook_writer.apply(outlook_actions)
         self.bc_writer.apply([a for a in the_plan.actions if a.kind not in OUTLOOK_KINDS])
 
     def flush(self) -> None:

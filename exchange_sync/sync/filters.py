@@ -99,6 +99,42 @@ def compile_filter(*, filters: dict[str, str]) -> Q:
     return query
 
 
+# Fields Outlook has no counterpart for: a contact imported from Outlook gets them only from the
+# filter, and only a change in Business Central can set them to a value the filter refuses.
+BUSINESS_CENTRAL_ONLY_FIELDS = ("territory_code", "salesperson_code")
+
+
+def pinned_values(*, filters: dict[str, str]) -> dict[str, str]:
+    """The values `filters` pins exactly on the fields only Business Central has, for a contact
+    imported from Outlook to take: `JR` pins Salesperson Code JR; `EU|NA`, `J*`, `@jr`, `<>X` and
+    `''` pin nothing."""
+    pinned: dict[str, str] = {}
+    for key, expression in validate_filter(filters=filters).items():
+        if key not in BUSINESS_CENTRAL_ONLY_FIELDS:
+            continue
+        node = _Parser(FILTER_FIELDS[key], expression).parse()
+        if (
+            isinstance(node, _Condition)
+            and node.operator == "="
+            and node.value.text
+            and not node.value.is_pattern
+            and not node.value.ignore_case
+        ):
+            pinned[key] = node.value.text
+    return pinned
+
+
+def imported_kept_filter(*, filters: dict[str, str]) -> Q:
+    """Which contacts imported from the user's folder stay synced though `filters` does not select
+    them: all, except those whose Territory Code or Salesperson Code, where the filter names it, was
+    set to a value the filter refuses (the user moved the contact out deliberately)."""
+    query = Q()
+    for key, expression in validate_filter(filters=filters).items():
+        if key in BUSINESS_CENTRAL_ONLY_FIELDS:
+            query &= Q(**{FILTER_FIELDS[key].path: ""}) | _compile_expression(FILTER_FIELDS[key], expression)
+    return query
+
+
 def validate_filter(*, filters: dict[str, str]) -> dict[str, str]:
     """`filters` with surrounding whitespace trimmed and empty expressions dropped; raises
     FilterError for the first field that is unknown or malformed."""

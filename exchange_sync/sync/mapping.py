@@ -71,6 +71,11 @@ def is_valid_email(value: str) -> bool:
     return True
 
 
+def caption(key: str) -> str:
+    """A record field's name as Business Central shows it: the Contact field's caption ("Job Title")."""
+    return str(Contact._meta.get_field(key).verbose_name)
+
+
 def record_hash(record: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -247,7 +252,7 @@ def outlook_contact(item: Mapping[str, Any], countries: Countries) -> OutlookCon
     if originals:
         problems.append(
             "Cut to fit Business Central: "
-            + ", ".join(f"{k} ({len(v)} characters)" for k, v in originals.items())
+            + ", ".join(f"{caption(k)} ({len(v)} characters)" for k, v in originals.items())
         )
     return OutlookContact(
         graph_id=item["id"],

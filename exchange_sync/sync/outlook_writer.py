@@ -51,8 +51,11 @@ OUTLOOK_KINDS = frozenset(
         ActionKind.RECREATE_IN_M365,
         ActionKind.DELETE_IN_M365,
         ActionKind.LINK,
+        ActionKind.MERGE,
     }
 )
+# The kinds that send Business Central's values over an Outlook contact that exists.
+OVERWRITING_KINDS = (ActionKind.UPDATE_M365, ActionKind.LINK, ActionKind.MERGE)
 # Actions whose Graph requests are built and sent together (100 batches of 20). Between windows the
 # pipeline drains and Outlook's workers idle for a round trip, so windows are as large as memory
 # comfortably allows: 2,000 contacts and their request bodies are a few MB.
@@ -66,6 +69,8 @@ LINK_FIELDS = [
     "change_key",
     "bc_hash",
     "m365_hash",
+    "bc_synced",
+    "m365_synced",
     "detached",
     "pending",
     "synced_at",
@@ -191,10 +196,7 @@ class OutlookWriter:
                     action, record = by_request[result.id]
                     if isinstance(result.error, RUN_STOPPING_ERRORS):
                         continue
-                    if isinstance(result.error, ItemNotFound) and action.kind in (
-                        ActionKind.UPDATE_M365,
-                        ActionKind.LINK,
-                    ):
+                    if isinstance(result.error, ItemNotFound) and action.kind in OVERWRITING_KINDS:
                         assert record is not None
                         gone.append((action, record))
                         continue
@@ -242,11 +244,7 @@ class OutlookWriter:
         in between, when Outlook may have been overwritten with no other trace of its values."""
         intents: dict[str, ActivityLog] = {}
         for request_id, (action, record) in by_request.items():
-            if (
-                action.outlook is None
-                or record is None
-                or action.kind not in (ActionKind.UPDATE_M365, ActionKind.LINK)
-            ):
+            if action.outlook is None or record is None or action.kind not in OVERWRITING_KINDS:
                 continue
             overwritten = changed_fields(action.outlook.record, record)
             if not overwritten:
@@ -328,7 +326,7 @@ class OutlookWriter:
             if action.kind == ActionKind.LINK and action.outlook is not None:
                 # Keep the match: a later delta read will not show this Outlook contact again, and
                 # without the link the next run would create a second one. Pending: send again.
-                self._save_link(action, contact, bc_hash="", outlook=action.outlook, pending=True)
+                self._save_link(action, contact, record=None, outlook=action.outlook, pending=True)
             elif action.link_id is not None:
                 self.pending_links.failed_ids.append(action.link_id)
             self.log.add(
@@ -338,10 +336,10 @@ class OutlookWriter:
             )
             return
         written = outlook_contact(result.body, self.countries)
-        self._save_link(action, contact, bc_hash=record_hash(record), outlook=written)
+        self._save_link(action, contact, record=record, outlook=written)
         outcome, message = done_message(action, label, record)
         details: dict[str, Any] = {}
-        if action.outlook is not None and action.kind in (ActionKind.UPDATE_M365, ActionKind.LINK):
+        if action.outlook is not None and action.kind in OVERWRITING_KINDS:
             overwritten = changed_fields(action.outlook.record, record)
             if overwritten:
                 details["outlook_values_overwritten"] = overwritten
@@ -358,10 +356,11 @@ class OutlookWriter:
         action: Action,
         contact: Contact,
         *,
-        bc_hash: str,
+        record: dict[str, str] | None,
         outlook: OutlookContact,
         pending: bool = False,
     ) -> None:
+        """Record what was sent (`record`, None when it did not arrive) and what Outlook holds."""
         link = ContactLink(
             pk=action.link_id,
             setup=self.setup,
@@ -370,8 +369,10 @@ class OutlookWriter:
             email=contact.search_email,
             graph_id=outlook.graph_id,
             change_key=outlook.change_key,
-            bc_hash=bc_hash,
+            bc_hash=record_hash(record) if record is not None else "",
             m365_hash=record_hash(outlook.record),
+            bc_synced=record,
+            m365_synced=outlook.record,
             detached=False,
             pending=pending,
             synced_at=timezone.now(),

@@ -4,8 +4,14 @@
 actions that make them agree, under Business Central's rules:
 
 - only in-scope persons go to Outlook; from Outlook come only contacts with a name and an email;
-- Business Central wins when both sides changed;
-- a linked contact deleted in Outlook while still in scope is recreated;
+- a contact changed on one side takes that side's changed fields; when both sides changed it, the
+  fields are merged one by one against what was last synced: a field only Outlook changed goes to
+  Business Central, a field only Business Central changed goes to Outlook, and a field both changed
+  keeps Business Central's value (Outlook's is logged). A link synced before the last-synced values
+  were kept, or one coming back into scope, has nothing to merge against: Business Central wins;
+- an Outlook change to a contact outside the scope is not synced, and the plan says so;
+- a linked contact deleted in Outlook while still in scope is recreated, unless it is in scope only
+  because it was imported from the folder (outside the filter): then it stops syncing;
 - the link (Graph immutable id) is the identity; unlinked contacts are matched by normalised email
   before anything is created, lowest No. first;
 - a contact deleted in Business Central is deleted from the folder; one that leaves the scope is
@@ -34,6 +40,7 @@ class ActionKind(enum.StrEnum):
     RECREATE_IN_M365 = "recreate_in_m365"
     DELETE_IN_M365 = "delete_in_m365"
     LINK = "link"  # matched by email: link them, then Business Central's values go to Outlook
+    MERGE = "merge"  # both sides changed: Outlook's fields go to Business Central, then all to Outlook
     IMPORT_TO_BC = "import_to_bc"
     UPDATE_BC = "update_bc"
     DETACH = "detach"  # left the scope, Outlook copy kept: stop syncing it
@@ -52,6 +59,11 @@ class LinkState:
     pending: bool = False  # the last push failed: send Business Central's values again
     change_key: str = ""  # Outlook's version of the contact as we last wrote or read it
     email: str = ""  # the contact's normalised email when linked (kept when the contact is deleted)
+    # Each side's record as last synced (bc_hash and m365_hash are their hashes), to tell which fields
+    # changed. None for a link synced before they were kept, and where the reader did not load them
+    # (Outlook's copy did not change).
+    bc_synced: Mapping[str, str] | None = None
+    m365_synced: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class BcContact:
     no: str
     email: str  # normalised
     hash: str
+    record: Mapping[str, str] | None = None  # given where Outlook's copy changed too, for a merge
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,8 @@ class PlanInput:
     seen: Set[str] = frozenset()  # every Graph id read this run, changed or not
     removed: Set[str] = frozenset()  # Graph ids reported deleted
     whole_folder: bool = False  # the whole folder was read: linked ids not seen are gone
+    # In scope only because they were imported from this folder: the filter does not select them.
+    kept_imported: Set[int] = frozenset()
     bc_matches: Mapping[str, list[BcMatch]] = field(default_factory=dict)  # email -> persons, by No.
     linked_emails: Mapping[str, str] = field(default_factory=dict)  # email of a linked contact -> its No.
     remove_out_of_scope: bool = False
@@ -95,7 +110,10 @@ class Action:
     link_id: int | None = None
     outlook: OutlookContact | None = None
     reason: str = ""
-    conflict: bool = False  # both sides changed: Business Central's values overwrite Outlook's
+    conflict: bool = False  # both sides changed a field: Business Central's value overwrites Outlook's
+    # UPDATE_BC and MERGE: the Outlook values Business Central takes, by record field. None for
+    # UPDATE_BC of a link with no last-synced values: the whole Outlook record is taken.
+    from_outlook: Mapping[str, str] | None = None
     # What the action assumes of the other side when it is applied, so an edit made while the run
     # is going is never overwritten unseen: Outlook's change key for a write to Outlook (If-Match),
     # and Business Central's hash for a write to Business Central.
@@ -215,39 +233,144 @@ def _plan_link(
             return [Action(ActionKind.DROP_LINK, **here, reason="out of scope and deleted in Outlook")]
         if link.contact_id in state.privacy_blocked:  # even when detached: no personal data left behind
             return [Action(ActionKind.DELETE_IN_M365, **here, reason="privacy blocked in Business Central")]
-        if link.detached:
-            return []
-        if state.remove_out_of_scope:
+        if state.remove_out_of_scope and not link.detached:
             return [Action(ActionKind.DELETE_IN_M365, **here, reason="no longer in the sync filter")]
-        return [Action(ActionKind.DETACH, **here, reason="no longer in scope; the Outlook copy is kept")]
+        # An Outlook edit to a contact outside the scope is not applied, and says so (once per edit).
+        edited = item if item is not None and record_hash(item.record) != link.m365_hash else None
+        if link.detached:
+            if edited is None:
+                return []
+            return [
+                Action(
+                    ActionKind.SKIP,
+                    **here,
+                    outlook=edited,
+                    reason="was changed in Outlook, but it is outside your filter: not synced",
+                )
+            ]
+        reason = "no longer in scope; the Outlook copy is kept"
+        if edited is not None:
+            reason += ", and its Outlook changes are not synced"
+        return [Action(ActionKind.DETACH, **here, outlook=edited, reason=reason)]
 
+    if gone_in_outlook and link.contact_id in state.kept_imported:
+        # Added in Outlook, outside the filter, and now deleted there: it is not brought back.
+        return [
+            Action(
+                ActionKind.DROP_LINK,
+                **here,
+                reason="deleted in Outlook, where it was added; outside your filter, so not recreated",
+            )
+        ]
     if gone_in_outlook:
         return [Action(ActionKind.RECREATE_IN_M365, **here, reason="deleted in Outlook")]
     bc = state.bc.get(link.contact_id)
     bc_changed = link.detached or link.pending or (bc is not None and bc.hash != link.bc_hash)
     outlook_changed = item is not None and record_hash(item.record) != link.m365_hash
     change_key = item.change_key if item is not None else link.change_key
-    if bc_changed:
+    if outlook_changed and not _importable(item):
+        # Business Central must not lose its Name or E-Mail to a bad Outlook edit.
         return [
             Action(
-                ActionKind.UPDATE_M365, **here, outlook=item, conflict=outlook_changed, change_key=change_key
+                ActionKind.UPDATE_M365,
+                **here,
+                outlook=item,
+                change_key=change_key,
+                reason=f"the Outlook copy {_why_not_importable(item)}; "
+                "Business Central's values were restored",
             )
+        ]
+    if bc_changed:
+        merge = _merge(link, bc, item) if outlook_changed else None
+        if merge is not None and merge.from_outlook:
+            # Both sides changed, and Outlook changed fields Business Central did not: they are kept.
+            assert bc is not None
+            return [
+                Action(
+                    ActionKind.MERGE,
+                    **here,
+                    outlook=item,
+                    conflict=bool(merge.conflicts),
+                    change_key=change_key,
+                    from_outlook=merge.from_outlook,
+                    expected_bc_hash=bc.hash,
+                )
+            ]
+        conflict = bool(merge.conflicts) if merge is not None else outlook_changed
+        return [
+            Action(ActionKind.UPDATE_M365, **here, outlook=item, conflict=conflict, change_key=change_key)
         ]
     if outlook_changed:
         assert item is not None
-        if not item.has_valid_email or not item.record["name"]:
-            return [
-                Action(
-                    ActionKind.UPDATE_M365,
-                    **here,
-                    outlook=item,
-                    change_key=change_key,
-                    reason=f"the Outlook copy {_why_not_importable(item)}; "
-                    "Business Central's values were restored",
-                )
-            ]
-        return [Action(ActionKind.UPDATE_BC, **here, outlook=item, expected_bc_hash=link.bc_hash)]
+        return [
+            Action(
+                ActionKind.UPDATE_BC,
+                **here,
+                outlook=item,
+                from_outlook=_changed_in(item.record, link.m365_synced),
+                expected_bc_hash=link.bc_hash,
+            )
+        ]
     return []
+
+
+@dataclass(frozen=True)
+class FieldMerge:
+    from_outlook: dict[str, str]  # fields only Outlook changed: Outlook's values
+    conflicts: dict[str, str]  # fields both changed, to different values: Outlook's values, overruled
+
+
+def merge_fields(
+    *,
+    bc_synced: Mapping[str, str],
+    bc_now: Mapping[str, str],
+    m365_synced: Mapping[str, str],
+    outlook_now: Mapping[str, str],
+) -> FieldMerge:
+    """A three-way merge per field, each side against its own record as last synced (the two may
+    differ where a value reads back differently from Outlook, so neither side is compared with the
+    other's old values)."""
+    from_outlook: dict[str, str] = {}
+    conflicts: dict[str, str] = {}
+    for key in _changed_in(outlook_now, m365_synced) or {}:
+        value = outlook_now[key]
+        if value == bc_now.get(key):
+            continue  # both sides already hold it
+        if bc_now.get(key) != bc_synced.get(key):
+            conflicts[key] = value
+        else:
+            from_outlook[key] = value
+    return FieldMerge(from_outlook=from_outlook, conflicts=conflicts)
+
+
+def _merge(link: LinkState, bc: BcContact | None, item: OutlookContact | None) -> FieldMerge | None:
+    """The per-field merge of a contact changed on both sides, or None when there is nothing to merge
+    against: the link predates the last-synced values, or the contact comes back into scope (its
+    Outlook copy was not synced meanwhile, so Business Central's values are restored whole)."""
+    if (
+        link.detached
+        or item is None
+        or bc is None
+        or bc.record is None
+        or link.bc_synced is None
+        or link.m365_synced is None
+    ):
+        return None
+    return merge_fields(
+        bc_synced=link.bc_synced, bc_now=bc.record, m365_synced=link.m365_synced, outlook_now=item.record
+    )
+
+
+def _changed_in(record: Mapping[str, str], synced: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The fields of `record` that differ from `synced`, with their new values (None: not known).
+    A field `synced` lacks (Fax No., which Outlook's delta does not return) is not compared."""
+    if synced is None:
+        return None
+    return {key: value for key, value in record.items() if key in synced and synced[key] != value}
+
+
+def _importable(item: OutlookContact | None) -> bool:
+    return item is None or (item.has_valid_email and bool(item.record["name"]))
 
 
 def _plan_unfinished_create(

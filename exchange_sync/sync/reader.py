@@ -15,7 +15,7 @@ from exchange_sync.graph import GraphClient, SyncStateExpired
 from exchange_sync.models import ContactLink, ContactSyncSetup, Outcome, SyncRun
 
 from .activity_log import RunLog
-from .filters import compile_filter
+from .filters import compile_filter, imported_kept_filter
 from .mapping import Countries, OutlookContact, bc_record, outlook_contact, record_hash
 from .planner import BcContact, BcMatch, LinkState, PlanInput
 
@@ -23,11 +23,16 @@ DELTA_PAGE_SIZE = 1000
 
 
 def scope_queryset(setup: ContactSyncSetup) -> QuerySet[Contact]:
-    """Business Central's rule: persons with an email, not privacy blocked, in the user's filter."""
+    """Business Central's rule: persons with an email, not privacy blocked, in the user's filter;
+    and the contacts imported from the user's folder, unless moved out of the filter on purpose."""
+    selected = compile_filter(filters=setup.contact_filter)
+    if selected:  # an empty filter selects every person already
+        imported = ContactLink.objects.filter(setup=setup, imported=True).values("contact_id")
+        selected |= Q(id__in=imported) & imported_kept_filter(filters=setup.contact_filter)
     return (
         Contact.objects.filter(type=ContactType.PERSON, privacy_blocked=False)
         .exclude(email="")
-        .filter(compile_filter(filters=setup.contact_filter))
+        .filter(selected)
     )
 
 
@@ -135,6 +140,16 @@ def read_plan_input(
             "change_key",
         )
     )
+    # Both sides' last-synced records, only where Outlook's copy changed: a merge needs them there.
+    synced = {
+        graph_id: (bc_synced, m365_synced)
+        for graph_id, bc_synced, m365_synced in in_chunks(
+            sorted(outlook.changed),
+            lambda ids: ContactLink.objects.filter(setup=setup, graph_id__in=ids).values_list(
+                "graph_id", "bc_synced", "m365_synced"
+            ),
+        )
+    }
     links = [
         LinkState(
             link_id=row[0],
@@ -146,11 +161,18 @@ def read_plan_input(
             pending=row[6],
             email=row[8],
             change_key=outlook.change_keys.get(row[2], row[9]),
+            bc_synced=synced.get(row[2], (None, None))[0],
+            m365_synced=synced.get(row[2], (None, None))[1],
         )
         for row in rows
     ]
+    outlook_changed_contacts = {lk.contact_id for lk in links if lk.graph_id in synced}
     deleted_nos = {row[0]: row[7] for row in rows if row[1] is None and row[7]}
     in_scope = set(scope.values_list("id", flat=True))
+    kept_imported: set[int] = set()
+    if ContactLink.objects.filter(setup=setup, imported=True).exists():
+        by_filter = scope.filter(compile_filter(filters=setup.contact_filter))
+        kept_imported = in_scope - set(by_filter.values_list("id", flat=True))
     linked_out_of_scope = [lk.contact_id for lk in links if lk.contact_id and lk.contact_id not in in_scope]
     privacy_blocked = set(
         in_chunks(
@@ -169,7 +191,7 @@ def read_plan_input(
             | Q(id__in=linked_ids.filter(Q(pending=True) | Q(detached=True)).values("contact_id"))
         )
     bc = {
-        c.id: BcContact(contact_id=c.id, no=c.no, email=c.search_email, hash=record_hash(bc_record(c)))
+        c.id: _bc_contact(c, with_record=c.id in outlook_changed_contacts)
         for c in candidates.iterator(chunk_size=2000)
     }
     linked_emails = {
@@ -182,6 +204,7 @@ def read_plan_input(
     plan_input = PlanInput(
         links=links,
         in_scope=in_scope,
+        kept_imported=kept_imported,
         privacy_blocked=privacy_blocked,
         bc=bc,
         outlook=outlook.changed,
@@ -194,6 +217,17 @@ def read_plan_input(
         allow_mass_delete=run.allow_mass_delete,
     )
     return plan_input, deleted_nos
+
+
+def _bc_contact(contact: Contact, *, with_record: bool) -> BcContact:
+    record = bc_record(contact)
+    return BcContact(
+        contact_id=contact.id,
+        no=contact.no,
+        email=contact.search_email,
+        hash=record_hash(record),
+        record=record if with_record else None,
+    )
 
 
 def _bc_matches(outlook: OutlookRead, linked: set[str]) -> dict[str, list[BcMatch]]:

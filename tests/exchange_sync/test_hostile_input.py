@@ -91,7 +91,7 @@ IMPORTED = [
     pytest.param(
         person(LONG_NAME, "long@example.com"),
         {"name": LONG_NAME[:100].rstrip()},
-        ["Cut to fit Business Central: name (1000 characters)"],
+        ["Cut to fit Business Central: Name (1000 characters)"],
         id="1000-character name",
     ),
     pytest.param(

@@ -7,7 +7,9 @@ faults (429/503 with Retry-After 0, expired delta links, expired access tokens).
 through the real client over real HTTP to the emulator. At the end of each example a fault-free
 Full Sync must leave Business Central's in-scope persons and the folder one to one and field for
 field, with no email twice in the folder, every Business Central edit still in Business Central
-unless Outlook changed that field later, and a following Sync that changes nothing.
+unless Outlook changed that field later, no one-sided field edit lost (an Outlook edit of a field
+Business Central did not change since the last clean run is Business Central's value in the end),
+and a following Sync that changes nothing.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class SyncMachine(RuleBasedStateMachine):
         self.writes: dict[tuple[int, str], list[tuple[int, str, str]]] = {}
         self.runs: list[SyncRun] = []
         self.run_steps: list[int] = []
+        self.clean_run_steps: list[int] = []  # runs that succeeded with no failed item
+        self.outlook_deleted: dict[int, int] = {}  # contact pk -> step its Outlook copy was deleted
         self.bc_made = self.outlook_made = 0
         # A synced starting point, so that most steps touch linked pairs.
         for index in range(bc_people):
@@ -268,8 +272,12 @@ class SyncMachine(RuleBasedStateMachine):
     def outlook_delete(self, pick: int) -> None:
         items = self.items()
         if items:
-            self.outlook.delete_contact(items[pick % len(items)]["id"])
+            item = items[pick % len(items)]
+            self.outlook.delete_contact(item["id"])
             self.step += 1
+            contact_id = self.linked_contact_id(item["id"])
+            if contact_id is not None:
+                self.outlook_deleted[contact_id] = self.step
 
     @precondition(lambda self: self.may_have_links())
     @rule(pick=st.integers(0, 1000), bc_field=FIELDS, outlook_field=FIELDS)
@@ -313,6 +321,8 @@ class SyncMachine(RuleBasedStateMachine):
             emulator.configure(**FAULT_KNOBS)
         self.step += 1
         self.run_steps.append(self.step)
+        if run.status == RunStatus.SUCCEEDED and run.failed == 0:
+            self.clean_run_steps.append(self.step)
         assert run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
         if fault in ("none", "expire_delta", "expire_tokens"):
             assert run.status == RunStatus.SUCCEEDED, run.error
@@ -332,6 +342,7 @@ class SyncMachine(RuleBasedStateMachine):
         assert final.failed == 0
         self.check_one_to_one()
         self.check_no_business_central_edit_lost()
+        self.check_no_one_sided_outlook_edit_lost()
         for mode in (SyncMode.SYNC, SyncMode.FULL):
             quiet = self.sync(mode)
             assert quiet.status == RunStatus.SUCCEEDED, quiet.error
@@ -383,6 +394,23 @@ class SyncMachine(RuleBasedStateMachine):
                 final, bc_value = final.strip().lower(), bc_value.strip().lower()
                 later_outlook_values = {v.strip().lower() for v in later_outlook_values}
             assert final == bc_value or final in later_outlook_values, (contact.no, field, final, writes)
+
+    def check_no_one_sided_outlook_edit_lost(self) -> None:
+        contacts = Contact.objects.in_bulk([contact_id for contact_id, _ in self.writes])
+        for (contact_id, field), writes in self.writes.items():
+            contact = contacts.get(contact_id)
+            step, source, value = writes[-1]
+            if contact is None or source != "outlook" or self.outlook_deleted.get(contact_id, 0) > step:
+                continue  # deleted on a side, or not Outlook's edit that came last
+            # Business Central's values were in Outlook after the last clean run before this edit;
+            # a Business Central write to the field since then makes the edit two-sided.
+            synced_at = max((run for run in self.clean_run_steps if run < step), default=0)
+            if any(src == "bc" and synced_at < at < step for at, src, _ in writes):
+                continue
+            final = getattr(contact, field)
+            if field == "email":
+                final, value = final.strip().lower(), value.strip().lower()
+            assert final == value, (contact.no, field, final, writes)
 
 
 def test_both_sides_agree_after_any_interleaving_of_edits_syncs_and_faults(m365, sync_user):

@@ -109,16 +109,6 @@ def assert_quiet(user, *modes: str) -> None:
 
 
 @pytest.fixture
-def emulator(m365):
-    return m365.emulator
-
-
-@pytest.fixture
-def outlook(emulator, sync_user):
-    return emulator.outlook(MAILBOX)
-
-
-@pytest.fixture
 def user(sync_user):
     return sync_user
 
@@ -294,7 +284,9 @@ def test_an_expired_delta_link_turns_into_a_full_comparison_by_itself(user, outl
 # --- rule 3: Business Central wins ----------------------------------------------------------------------
 
 
-def test_when_both_sides_changed_business_central_wins_and_the_log_keeps_outlooks_values(user, outlook):
+def test_when_both_sides_changed_a_field_business_central_wins_it_and_the_log_keeps_outlooks_value(
+    user, outlook
+):
     ada = PersonFactory(email="ada@example.com", city="London", job_title="Buyer", post_code="N1 9GU")
     ok(sync(user))
     item = folder(outlook)["ada@example.com"]
@@ -310,18 +302,76 @@ def test_when_both_sides_changed_business_central_wins_and_the_log_keeps_outlook
 
     run = ok(sync(user))
 
-    assert counts(run) == {"updated": 1}
+    # City changed on both sides: Business Central's. Job Title only in Outlook: Outlook's.
+    assert counts(run) == {"updated": 1, "bc_updated": 1}
     after = folder(outlook)["ada@example.com"]
     assert after["id"] == item["id"]
-    assert (after["jobTitle"], after["businessAddress"]["city"]) == ("Buyer", "Paris")
+    assert (after["jobTitle"], after["businessAddress"]["city"]) == ("Chief Buyer", "Paris")
     ada.refresh_from_db()
-    assert (ada.job_title, ada.city) == ("Buyer", "Paris")
-    entry = the_entry(run)
-    assert (entry.direction, entry.outcome) == (Direction.TO_M365, Outcome.UPDATED)
+    assert (ada.job_title, ada.city) == ("Chief Buyer", "Paris")
+    entry = the_entry(run, direction=Direction.TO_M365)
+    assert entry.outcome == Outcome.UPDATED
     assert "changed on both sides; Business Central's values won" in entry.message
-    assert "job_title 'Chief Buyer'" in entry.message
-    assert entry.details["outlook_values_overwritten"] == {"job_title": "Chief Buyer", "city": "Lyon"}
+    assert "City 'Lyon'" in entry.message
+    assert entry.details["outlook_values_overwritten"] == {"city": "Lyon"}
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
+
+
+def test_a_field_only_outlook_changed_is_kept_when_business_central_changed_another(user, outlook):
+    """Issue 10, finding 2: Business Central's Job Title and Outlook's Job Title and Mobile changed;
+    Outlook's mobile, which Business Central never touched, is kept."""
+    luc = PersonFactory(email="luc@example.com", job_title="Buyer", mobile_phone_no="+44 7700 900001")
+    ok(sync(user))
+    item = folder(outlook)["luc@example.com"]
+    luc.job_title = "Head of Buying"
+    luc.save()
+    outlook.update_contact(item["id"], {"jobTitle": "Chief Buyer", "mobilePhone": "+44 7700 900002"})
+
+    run = ok(sync(user))
+
+    luc.refresh_from_db()
+    assert (luc.job_title, luc.mobile_phone_no) == ("Head of Buying", "+44 7700 900002")
+    after = folder(outlook)["luc@example.com"]
+    assert (after["id"], after["jobTitle"], after["mobilePhone"]) == (
+        item["id"],
+        "Head of Buying",
+        "+44 7700 900002",
+    )
+    assert counts(run) == {"updated": 1, "bc_updated": 1}
+    to_bc = the_entry(run, direction=Direction.TO_BC)
+    assert (to_bc.outcome, to_bc.action) == (Outcome.UPDATED, "Update from Outlook")
+    assert to_bc.message.startswith(f"{luc.no} {luc.name} was updated from Outlook: Mobile Phone No.")
+    assert to_bc.details["previous_values"] == {"mobile_phone_no": "+44 7700 900001"}
+    to_outlook = the_entry(run, direction=Direction.TO_M365)
+    assert "changed on both sides; Business Central's values won" in to_outlook.message
+    assert to_outlook.details["outlook_values_overwritten"] == {"job_title": "Chief Buyer"}
+    assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
+
+
+def test_a_link_synced_before_the_merge_existed_lets_business_central_win_once(user, outlook):
+    """A link without last-synced records (written before they were kept) has nothing to merge
+    against: Business Central wins the whole contact, and that write stores the records."""
+    luc = PersonFactory(email="luc@example.com", job_title="Buyer", mobile_phone_no="+44 7700 900001")
+    ok(sync(user))
+    ContactLink.objects.filter(contact=luc).update(bc_synced=None, m365_synced=None)
+    item = folder(outlook)["luc@example.com"]
+    luc.job_title = "Head of Buying"
+    luc.save()
+    outlook.update_contact(item["id"], {"mobilePhone": "+44 7700 900002"})
+
+    run = ok(sync(user))
+
+    assert counts(run) == {"updated": 1}
+    assert folder(outlook)["luc@example.com"]["mobilePhone"] == "+44 7700 900001"
+    link = link_of(luc)
+    assert link.bc_synced == bc_record(luc) and link.m365_synced is not None
+    # From now on the merge applies.
+    luc.job_title = "Director"
+    luc.save()
+    outlook.update_contact(item["id"], {"mobilePhone": "+44 7700 900003"})
+    ok(sync(user))
+    luc.refresh_from_db()
+    assert (luc.job_title, luc.mobile_phone_no) == ("Director", "+44 7700 900003")
 
 
 # --- rule 4: deleted in Outlook, still in Business Central --------------------------------------------
@@ -502,10 +552,15 @@ def test_leaving_the_scope_keeps_the_outlook_copy_by_default(user, outlook):
     assert not link_of(stays).detached
     # No flip-flopping: nothing comes back, nothing is pushed again, whatever the mode.
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL, SyncMode.SYNC, SyncMode.FULL)
-    # An edit to a detached contact on either side stays on its side.
+    # An edit to a detached contact on either side stays on its side; Outlook's is said once.
     outlook.update_contact(folder(outlook)["filtered@example.com"]["id"], {"jobTitle": "Edited in Outlook"})
     filtered.job_title = "Edited in BC"
     filtered.save()
+    run = ok(sync(user))
+    assert counts(run) == {"skipped": 1}
+    assert the_entry(run).message == (
+        f"{filtered.no} {filtered.name} was changed in Outlook, but it is outside your filter: not synced."
+    )
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
     filtered.refresh_from_db()
     assert filtered.job_title == "Edited in BC"
@@ -576,6 +631,98 @@ def test_a_detached_contact_that_comes_back_into_scope_is_synced_again(user, out
     assert folder(outlook)["ada@example.com"]["id"] == graph_id
     assert folder(outlook)["ada@example.com"]["jobTitle"] == "Back again"
     assert not link_of(ada).detached
+    assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
+
+
+def _imported_under_a_filter(user, outlook, filters: dict[str, str]) -> Contact:
+    """Nora Newcontact, added in the user's folder under `filters` and imported by a Sync."""
+    contact_sync.set_sync_filter(user=user, filters=filters)
+    ok(sync(user))
+    outlook.create_contact(
+        FOLDER, {"displayName": "Nora Newcontact", "emailAddresses": [{"address": "nora.new@example.com"}]}
+    )
+    ok(sync(user))
+    return Contact.objects.get(search_email="nora.new@example.com")
+
+
+def test_an_outlook_contact_imported_under_a_filter_stays_synced_both_ways(user, outlook):
+    """Issue 10, finding 1: a contact the salesperson adds in their folder is imported without a
+    Territory Code, so outside their filter `EU|NA`; it stays synced for them anyway."""
+    PersonFactory(email="eu@example.com", territory_code="EU")
+    contact_sync.set_sync_filter(user=user, filters={"territory_code": "EU|NA"})
+    ok(sync(user))
+    outlook.create_contact(
+        FOLDER,
+        {
+            "givenName": "Nora",
+            "surname": "Newcontact",
+            "companyName": "Serra Optics",
+            "emailAddresses": [{"address": "nora.new@example.com"}],
+        },
+    )
+    assert counts(ok(sync(user))) == {"imported": 1}
+    nora = Contact.objects.get(search_email="nora.new@example.com")
+    assert nora.territory_code == ""
+    assert link_of(nora).imported
+
+    assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)  # not "no longer in scope"
+    item = folder(outlook)["nora.new@example.com"]
+    outlook.update_contact(item["id"], {"jobTitle": "Optician"})
+    run = ok(sync(user))
+
+    assert counts(run) == {"bc_updated": 1}
+    nora.refresh_from_db()
+    assert nora.job_title == "Optician"
+    nora.mobile_phone_no = "+45 2000 0001"
+    nora.save()
+    assert counts(ok(sync(user))) == {"updated": 1}
+    assert folder(outlook)["nora.new@example.com"]["mobilePhone"] == "+45 2000 0001"
+
+
+def test_an_imported_contact_moved_out_of_the_filter_stops_syncing_and_its_outlook_edits_say_so(
+    user, outlook
+):
+    nora = _imported_under_a_filter(user, outlook, {"territory_code": "EU|NA"})
+    nora.territory_code = "AS"  # a deliberate move to another territory
+    nora.save()
+    run = ok(sync(user))
+    assert the_entry(run).message == (
+        f"{nora.no} Nora Newcontact is no longer in scope; the Outlook copy is kept."
+    )
+    outlook.update_contact(folder(outlook)["nora.new@example.com"]["id"], {"jobTitle": "Optician"})
+
+    run = ok(sync(user))
+
+    assert counts(run) == {"skipped": 1}
+    entry = the_entry(run)
+    assert entry.message == (
+        f"{nora.no} Nora Newcontact was changed in Outlook, but it is outside your filter: not synced."
+    )
+    nora.refresh_from_db()
+    assert nora.job_title == ""
+    assert_quiet(user, SyncMode.FULL, SyncMode.SYNC)  # said once, not on every run
+
+
+def test_an_imported_contact_outside_the_filter_deleted_in_outlook_is_not_recreated(user, outlook):
+    nora = _imported_under_a_filter(user, outlook, {"territory_code": "EU|NA"})
+    outlook.delete_contact(folder(outlook)["nora.new@example.com"]["id"])
+
+    run = ok(sync(user))
+
+    assert folder(outlook) == {}
+    assert the_entry(run).message == (
+        f"{nora.no} Nora Newcontact was deleted in Outlook, where it was added; outside your filter, "
+        "so not recreated."
+    )
+    assert not ContactLink.objects.filter(contact=nora).exists()
+    assert Contact.objects.filter(pk=nora.pk).exists()  # Business Central keeps it
+    assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
+
+
+def test_an_imported_contact_takes_the_value_the_filter_pins(user, outlook):
+    nora = _imported_under_a_filter(user, outlook, {"salesperson_code": "JR", "territory_code": "EU|NA"})
+
+    assert (nora.salesperson_code, nora.territory_code) == ("JR", "")
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
 
 
@@ -812,7 +959,7 @@ def test_a_value_too_long_for_business_central_is_cut_and_the_log_keeps_it_whole
     assert ada.job_title == long_title[:30].rstrip()
     entry = the_entry(run)
     assert entry.details["original_values"] == {"job_title": long_title}
-    assert "Cut to fit Business Central: job_title (45 characters)" in entry.message
+    assert "Cut to fit Business Central: Job Title (45 characters)" in entry.message
     # Outlook keeps its long value; the cut does not make the contact flip-flop.
     assert folder(outlook)["ada@example.com"]["jobTitle"] == long_title
     assert_quiet(user, SyncMode.SYNC, SyncMode.FULL)
@@ -1047,10 +1194,7 @@ def test_validate_names_an_unknown_mailbox(m365):
     assert "has no Exchange Online mailbox for nobody@contoso.test" in check.message
 
 
-
-def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connection_state_alone(
-    user, settings
-):
+def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connection_state_alone(user, settings):
     connected = contact_sync.validate_exchange_connection(user=user)  # through the real client
     assert connected.ok
     before = ExchangeSyncSetup.objects.get(user=user)
@@ -1074,8 +1218,8 @@ def test_validate_in_a_shell_without_microsoft_365_settings_leaves_the_connectio
 # --- the sync_contacts command ----------------------------------------------------------------------------
 
 SUMMARY = re.compile(
-    r"^created=(\d+) updated=(\d+) deleted=(\d+) recreated=(\d+) imported=(\d+) skipped=(\d+) "
-    r"failed=(\d+) graph_requests=(\d+)$"
+    r"^created=(\d+) updated=(\d+) linked=(\d+) deleted=(\d+) recreated=(\d+) imported=(\d+) "
+    r"skipped=(\d+) failed=(\d+) graph_requests=(\d+)$"
 )
 
 
@@ -1089,9 +1233,9 @@ def test_sync_contacts_command_prints_one_summary_line(user, outlook):
     assert len(lines) == 1
     match = SUMMARY.match(lines[0])
     assert match, lines[0]
-    assert match.groups()[:7] == ("2", "0", "0", "0", "0", "0", "0")
+    assert match.groups()[:8] == ("2", "0", "0", "0", "0", "0", "0", "0")
     run = SyncRun.objects.get()
-    assert int(match.group(8)) == run.graph_requests > 0
+    assert int(match.group(9)) == run.graph_requests > 0
     assert len(outlook.list_contacts(FOLDER)) == 2
 
 

@@ -53,13 +53,17 @@ def outlook(graph_id: str, **kwargs: Any) -> OutlookContact:
     return outlook_contact(graph_item(graph_id, **kwargs), COUNTRIES)
 
 
-def bc(contact_id: int, *, email: str | None = None, version: int = 1) -> BcContact:
-    """A Business Central contact at a given version (its hash changes with the version)."""
+def bc(
+    contact_id: int, *, email: str | None = None, version: int = 1, record: dict[str, str] | None = None
+) -> BcContact:
+    """A Business Central contact at a given version (its hash changes with the version), with its
+    record when a merge needs it."""
     return BcContact(
         contact_id=contact_id,
         no=no(contact_id),
         email=email if email is not None else email_of(contact_id),
         hash=f"bc-{contact_id}-v{version}",
+        record=record,
     )
 
 
@@ -72,9 +76,12 @@ def link(
     synced_item: OutlookContact | None = None,
     detached: bool = False,
     pending: bool = False,
+    bc_synced: dict[str, str] | None = None,
+    with_synced_records: bool = False,
 ) -> LinkState:
     """A link as the last sync left it: BC at `bc_version`, Outlook as `synced_item` (or a default
-    item with the contact's email)."""
+    item with the contact's email). `with_synced_records` keeps both sides' records as a sync since
+    the per-field merge does: Outlook's as `synced_item`, Business Central's as `bc_synced`."""
     if synced_item is None:
         synced_item = outlook(graph_id, email=email_of(contact_id or 0))
     return LinkState(
@@ -85,6 +92,8 @@ def link(
         m365_hash=record_hash(synced_item.record),
         detached=detached,
         pending=pending,
+        bc_synced=bc_synced if with_synced_records else None,
+        m365_synced=dict(synced_item.record) if with_synced_records else None,
     )
 
 

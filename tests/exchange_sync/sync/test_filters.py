@@ -11,6 +11,8 @@ from exchange_sync.sync.filters import (
     FilterError,
     compile_filter,
     describe_filter,
+    imported_kept_filter,
+    pinned_values,
     validate_filter,
 )
 from tests.factories import CompanyFactory, PersonFactory
@@ -370,3 +372,46 @@ def test_any_text_is_refused_or_selects_contacts_on_this_database(db, key, expre
         return
     with transaction.atomic():  # on PostgreSQL an error would abort the test's transaction
         list(Contact.objects.filter(query).values_list("id", flat=True))
+
+
+@pytest.mark.parametrize(
+    ("filters", "pinned"),
+    [
+        ({"salesperson_code": "JR"}, {"salesperson_code": "JR"}),
+        (
+            {"salesperson_code": " =JR ", "territory_code": "EU"},
+            {"salesperson_code": "JR", "territory_code": "EU"},
+        ),
+        ({"territory_code": "'E|U'"}, {"territory_code": "E|U"}),
+        ({"territory_code": "EU|NA"}, {}),
+        ({"territory_code": "E*"}, {}),
+        ({"territory_code": "@eu"}, {}),
+        ({"territory_code": "<>EU"}, {}),
+        ({"territory_code": "A..M"}, {}),
+        ({"territory_code": "''"}, {}),
+        ({"city": "London", "name": "Ann"}, {}),  # Outlook gives these; the import keeps Outlook's
+    ],
+)
+def test_an_import_takes_only_the_values_a_filter_pins_exactly_on_business_central_only_fields(
+    filters, pinned
+):
+    assert pinned_values(filters=filters) == pinned
+
+
+@pytest.mark.parametrize(
+    ("filters", "kept"),
+    [
+        # Blank Territory Code (as imported) is kept; EU passes; UK and NA were set deliberately.
+        ({"territory_code": "EU"}, {"Ann", "Ben", "Eve", "Fay", "Gus", "Alpine"}),
+        ({"territory_code": "EU|NA"}, {"Ann", "Ben", "Dee", "Eve", "Fay", "Gus", "Alpine", "Contoso"}),
+        ({"salesperson_code": "LT", "territory_code": "UK"}, {"Cid", "Eve"}),
+        # Fields Outlook gives never exclude an imported contact.
+        ({"city": "Nowhere"}, ALL),
+    ],
+)
+def test_imported_contacts_stay_unless_a_business_central_only_field_was_set_outside_the_filter(
+    contacts, filters, kept
+):
+    names = Contact.objects.filter(imported_kept_filter(filters=filters)).values_list("name", flat=True)
+
+    assert {"Gus" if name == "Star*Dust|Gus" else name for name in names} == kept

@@ -7,6 +7,7 @@ import pytest
 from exchange_sync.sync.mapping import (
     FAX_PROPERTY_ID,
     FIELD_LENGTHS,
+    caption,
     changed_fields,
     graph_body,
     outlook_contact,
@@ -220,7 +221,7 @@ def test_a_value_too_long_for_business_central_is_cut_and_kept_whole(graph_field
 
     assert contact.record[key] == "x" * limit
     assert contact.originals == {key: value}
-    assert contact.problems == [f"Cut to fit Business Central: {key} ({limit + 15} characters)"]
+    assert contact.problems == [f"Cut to fit Business Central: {caption(key)} ({limit + 15} characters)"]
 
 
 def test_a_value_exactly_the_field_length_is_not_cut():
@@ -242,7 +243,7 @@ def test_address_fields_too_long_are_cut():
     assert set(contact.originals) == {"address", "address_2", "post_code"}
     assert contact.problems == [
         "Cut to fit Business Central: "
-        "address (120 characters), address_2 (60 characters), post_code (25 characters)"
+        "Address (120 characters), Address 2 (60 characters), Post Code (25 characters)"
     ]
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from exchange_sync.sync.mapping import record_hash
-from exchange_sync.sync.planner import ActionKind, LinkState, Plan, PlanInput, plan
+from exchange_sync.sync.planner import ActionKind, FieldMerge, LinkState, Plan, PlanInput, merge_fields, plan
 
 from .builders import actions, bc, email_of, given, link, match, no, only, outlook
 
@@ -177,6 +177,179 @@ def test_changed_on_both_sides_business_central_wins_as_a_conflict():
     assert (action.kind, action.contact_id, action.graph_id) == (K.UPDATE_M365, 1, "g1")
     assert action.conflict is True
     assert action.outlook is edited
+
+
+# --- Rule 3b: a contact changed on both sides is merged field by field -----------------------------
+
+
+def merged_pair(n: int, **link_kwargs):
+    """Contact n and Outlook item g<n>, last synced with both sides' records kept. Business Central's
+    record carries Fax No., which Outlook's delta does not return, so the two records differ."""
+    item = outlook(f"g{n}", name=f"Person {n}", email=email_of(n), jobTitle="Buyer", mobilePhone="+45 1")
+    bc_synced = {**item.record, "fax_no": "+45 9"}
+    lk = link(
+        100 + n, n, f"g{n}", synced_item=item, bc_synced=bc_synced, with_synced_records=True, **link_kwargs
+    )
+    return lk, bc_synced
+
+
+def outlook_edit(n: int, **fields):
+    values = {"jobTitle": "Buyer", "mobilePhone": "+45 1", **fields}
+    return outlook(f"g{n}", name=f"Person {n}", email=email_of(n), **values)
+
+
+def bc_edit(n: int, bc_synced: dict[str, str], **fields: str):
+    return bc(n, version=2, record={**bc_synced, **fields})
+
+
+def test_a_field_only_outlook_changed_is_all_business_central_takes():
+    lk, _ = merged_pair(1)
+    edited = outlook_edit(1, mobilePhone="+45 2")
+
+    action = only(plan(given(links=[lk], in_scope={1}, outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.from_outlook) == (K.UPDATE_BC, {"mobile_phone_no": "+45 2"})
+    assert action.expected_bc_hash == lk.bc_hash
+
+
+def test_an_outlook_change_on_a_link_without_synced_records_takes_the_whole_outlook_record():
+    lk, _, _ = synced_pair(1)
+    edited = outlook("g1", name="Person 1", email=email_of(1), jobTitle="Buyer")
+
+    action = only(plan(given(links=[lk], in_scope={1}, outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.from_outlook) == (K.UPDATE_BC, None)
+
+
+def test_different_fields_changed_on_each_side_are_merged_and_nothing_is_lost():
+    lk, bc_synced = merged_pair(1)
+    contact = bc_edit(1, bc_synced, job_title="Owner")
+    edited = outlook_edit(1, mobilePhone="+45 2")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.contact_id, action.graph_id, action.link_id) == (K.MERGE, 1, "g1", 101)
+    assert action.from_outlook == {"mobile_phone_no": "+45 2"}
+    assert action.conflict is False
+    assert action.expected_bc_hash == contact.hash
+    assert action.change_key == edited.change_key
+
+
+def test_a_field_both_sides_changed_keeps_business_centrals_value_as_a_conflict():
+    lk, bc_synced = merged_pair(1)
+    contact = bc_edit(1, bc_synced, job_title="Owner")
+    edited = outlook_edit(1, jobTitle="Engineer")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.conflict, action.from_outlook) == (K.UPDATE_M365, True, None)
+    assert action.outlook is edited  # the values it overwrites are logged from here
+
+
+def test_a_conflict_on_one_field_still_keeps_outlooks_other_changes():
+    lk, bc_synced = merged_pair(1)
+    contact = bc_edit(1, bc_synced, job_title="Owner")
+    edited = outlook_edit(1, jobTitle="Engineer", mobilePhone="+45 2")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.conflict) == (K.MERGE, True)
+    assert action.from_outlook == {"mobile_phone_no": "+45 2"}
+
+
+def test_the_same_value_written_on_both_sides_is_no_conflict():
+    lk, bc_synced = merged_pair(1)
+    contact = bc_edit(1, bc_synced, job_title="Owner")
+    edited = outlook_edit(1, jobTitle="Owner")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.conflict) == (K.UPDATE_M365, False)
+
+
+def test_a_failed_push_with_an_outlook_edit_since_keeps_that_edit():
+    """The push failed, so Outlook never had Business Central's values; its later edit of another
+    field is merged in, and Business Central's values still go out."""
+    lk, bc_synced = merged_pair(1, pending=True)
+    contact = bc(1, version=1, record=bc_synced)
+    edited = outlook_edit(1, mobilePhone="+45 2")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.from_outlook) == (K.MERGE, {"mobile_phone_no": "+45 2"})
+
+
+def test_a_contact_back_in_scope_gets_business_centrals_values_whole():
+    """While detached, Outlook's edits were logged as not synced; coming back, Business Central wins."""
+    lk, bc_synced = merged_pair(1, detached=True)
+    contact = bc(1, version=1, record=bc_synced)
+    edited = outlook_edit(1, mobilePhone="+45 2")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.conflict) == (K.UPDATE_M365, True)
+
+
+def test_both_sides_changed_with_outlooks_email_removed_restores_business_central():
+    lk, bc_synced = merged_pair(1)
+    contact = bc_edit(1, bc_synced, job_title="Owner")
+    broken = outlook("g1", name="Person 1", email="", mobilePhone="+45 2")
+
+    action = only(plan(given(links=[lk], in_scope={1}, bc=[contact], outlook=[broken], seen={"g1"})))
+
+    assert (action.kind, action.from_outlook) == (K.UPDATE_M365, None)
+    assert "Business Central's values were restored" in action.reason
+
+
+def test_merge_fields_compares_each_side_with_its_own_synced_record():
+    merge = merge_fields(
+        bc_synced={"job_title": "Buyer", "city": "Oslo", "fax_no": "1"},
+        bc_now={"job_title": "Owner", "city": "Oslo", "fax_no": "2"},
+        m365_synced={"job_title": "Buyer", "city": "Oslo"},  # Outlook does not return Fax No.
+        outlook_now={"job_title": "Engineer", "city": "Paris", "fax_no": ""},
+    )
+
+    assert merge == FieldMerge(from_outlook={"city": "Paris"}, conflicts={"job_title": "Engineer"})
+
+
+# --- Rule 3c: Outlook changes outside the scope are said, not dropped --------------------------------
+
+
+def test_an_outlook_edit_to_a_detached_contact_is_logged_as_not_synced():
+    lk, _, _ = synced_pair(1)
+    edited = outlook("g1", name="Person 1", email=email_of(1), jobTitle="Buyer")
+
+    action = only(plan(given(links=[dataclasses.replace(lk, detached=True)], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.link_id, action.graph_id, action.outlook) == (K.SKIP, 101, "g1", edited)
+    assert action.reason == "was changed in Outlook, but it is outside your filter: not synced"
+
+
+def test_a_detached_contact_whose_outlook_copy_is_unchanged_plans_nothing():
+    lk, _, item = synced_pair(1)
+
+    result = plan(given(links=[dataclasses.replace(lk, detached=True)], outlook=[item], seen={"g1"}))
+
+    assert result.actions == []
+
+
+def test_a_contact_leaving_the_scope_with_an_outlook_edit_says_the_edit_is_not_synced():
+    lk, _, _ = synced_pair(1)
+    edited = outlook("g1", name="Person 1", email=email_of(1), jobTitle="Buyer")
+
+    action = only(plan(given(links=[lk], outlook=[edited], seen={"g1"})))
+
+    assert (action.kind, action.outlook) == (K.DETACH, edited)
+    assert action.reason.endswith("and its Outlook changes are not synced")
+
+
+def test_a_contact_added_in_outlook_outside_the_filter_and_deleted_there_is_not_recreated():
+    lk, _, _ = synced_pair(1)
+
+    action = only(plan(given(links=[lk], in_scope={1}, kept_imported={1}, removed={"g1"})))
+
+    assert (action.kind, action.contact_id, action.link_id) == (K.DROP_LINK, 1, 101)
+    assert action.reason == "deleted in Outlook, where it was added; outside your filter, so not recreated"
 
 
 # --- Rule 4: deleted in Outlook, still in Business Central ------------------------------------------
@@ -424,7 +597,7 @@ def test_a_contact_out_of_scope_and_deleted_in_outlook_drops_the_link():
     assert actions(result) == [(K.DROP_LINK, 1, "g1")]
 
 
-def test_a_detached_link_still_out_of_scope_plans_nothing_even_when_edited_in_outlook():
+def test_a_detached_link_still_out_of_scope_writes_nothing_when_edited_in_outlook_and_says_so():
     lk, _, _ = synced_pair(1)
     edited = outlook("g1", name="Person 1", email=email_of(1), jobTitle="Buyer")
 
@@ -437,7 +610,7 @@ def test_a_detached_link_still_out_of_scope_plans_nothing_even_when_edited_in_ou
         )
     )
 
-    assert result.actions == []
+    assert actions(result) == [(K.SKIP, 1, "g1")]
 
 
 def test_a_detached_link_back_in_scope_is_updated_in_outlook():
