@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange_sync', '0005_folder_rename'),
+        ('exchange_sync', '0006_contactlink_synced_records'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
