@@ -1,15 +1,32 @@
-"""Watching the sync in Chromium: the administrators' Sync health page with its charts and filter, and
-a salesperson's own row on their setup page."""
+"""Watching the sync in Chromium: the administrators' Sync health page with its charts and filter, a
+salesperson's own row on their setup page, and a running run's progress with its log."""
 
 from __future__ import annotations
+
+import re
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from exchange_sync.models import JobQueueEntry, JobStatus
+from exchange_sync.models import (
+    ActivityLog,
+    Direction,
+    JobQueueEntry,
+    JobStatus,
+    Outcome,
+    RunPhase,
+    RunStatus,
+)
 from exchange_sync.services import contact_sync, job_queue
-from tests.factories import PersonFactory, UserCardFactory, UserFactory, enable_background_sync
+from tests.factories import (
+    PersonFactory,
+    SyncRunFactory,
+    UserCardFactory,
+    UserFactory,
+    enable_background_sync,
+)
 
 from .test_admin_browser import log_in
 
@@ -64,4 +81,63 @@ def test_the_health_page_and_a_salespersons_own_row(live_server, m365, page: Pag
     expect(own).to_have_attribute("data-user", "carl")
     expect(own.locator(".problems")).to_contain_text("carl@contoso.test")
     shot("own sync health on the setup page")
+    assert dialogs == []
+
+
+def test_a_running_runs_progress_and_its_log(live_server, page: Page, shot, dialogs):
+    # The run is in the state a worker's per-batch flush leaves it (the numbers are tested against
+    # real runs in tests/exchange_sync/test_run_progress.py); here the browser shows it.
+    ann = UserCardFactory(user=UserFactory(username="ann")).user
+    contact_sync.setups_for(user=ann)
+    run = SyncRunFactory(
+        user=ann,
+        mode="full",
+        status=RunStatus.RUNNING,
+        finished_at=None,
+        heartbeat_at=timezone.now(),
+        phase=RunPhase.WRITING_OUTLOOK,
+        phase_started_at=timezone.now() - timedelta(seconds=90),
+        phase_done=3_000,
+        phase_total=10_000,
+        created=2_990,
+        failed=10,
+    )
+    ActivityLog.objects.bulk_create(
+        ActivityLog(
+            run=run,
+            user=ann,
+            contact_no=f"CT{i:06d}",
+            direction=Direction.TO_M365,
+            action="Create Outlook contact",
+            outcome=Outcome.FAILED if i % 300 == 0 else Outcome.CREATED,
+            message=f"CT{i:06d} Person {i} "
+            + (
+                "could not be sent: Outlook refused it."
+                if i % 300 == 0
+                else "was added to the Outlook folder."
+            ),
+        )
+        for i in range(3_000)
+    )
+
+    log_in(page, live_server.url, "ann")
+    page.goto(f"{live_server.url}/admin/exchange_sync/syncrun/{run.pk}/change/")
+    status = page.locator(".run-progress")
+    # 3,000 done in the 90 s since the phase started (plus the seconds this test takes): ~3.5 min left.
+    expect(status).to_contain_text(
+        re.compile(r"Writing to Outlook: 3,000 of 10,000, about [34] min( \d+ s)? left")
+    )
+    expect(status.locator("progress")).to_have_attribute("value", "3000")
+    expect(page.locator("meta[http-equiv=refresh]")).to_have_count(1)
+    expect(page.locator("#run-log tr.run-log-entry")).to_have_count(50)
+    expect(page.locator("#run-log")).to_contain_text("3000 entries")
+    shot("running run with progress")
+
+    page.select_option("select[name=log_outcome]", "failed")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#run-log tr.run-log-entry")).to_have_count(10)
+    shot("run log filtered to failures")
+    page.get_by_role("link", name="Open in the Activity Log").click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(10)
+    shot("activity log with the same filter")
     assert dialogs == []
