@@ -150,6 +150,14 @@ M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
 BACKGROUND_SYNC_POLICY = env.str("BACKGROUND_SYNC_POLICY", default="allow")  # "allow" or "legacy"
 SYNC_CLAIM_STALE_SECONDS = env.int("SYNC_CLAIM_STALE_SECONDS", default=600)
 
+# Alert emails (exchange_sync.services.alerts). EMAIL_URL is a django-environ email URL, e.g.
+# smtp+tls://user:password@smtp.example.com:587; the embedded default prints them on the console.
+vars().update(env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where people open the admin; the links in alert emails start with it.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
 Q_CLUSTER = {
     "name": "bcsync",
     "workers": env.int("Q_WORKERS", default=2),

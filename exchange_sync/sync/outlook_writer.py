@@ -156,11 +156,13 @@ class OutlookWriter:
             contact = contacts.get(action.contact_id) if action.contact_id is not None else None
             record = bc_record(contact) if contact is not None else None
             if action.kind != ActionKind.DELETE_IN_M365 and record is None:
+                self.log.advance(1)
                 continue  # deleted meanwhile; the next run sees the tombstone
             by_request[str(index + 1)] = (action, record)
         gone = self._send(by_request, contacts)
         if gone:
             # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
+            self.log.phase_total += len(gone)
             recreates: Requests = {
                 f"r{index + 1}": (
                     Action(
@@ -202,6 +204,7 @@ class OutlookWriter:
                         continue
                     self._record_result(action, record, result, contacts.get(action.contact_id))
                 self.flush_links()
+                self.log.advance(len(results))
                 self.log.flush()
             _raise_run_stopping_error(results)
         return gone
