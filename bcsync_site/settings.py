@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "health_check",
+    "import_export",
     "contacts",
     "exchange_sync",
     "health",
@@ -157,6 +158,12 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@local
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Where people open the admin; the links in alert emails start with it.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+# Contacts import and export: importing creates contacts, so it needs "Can add contact" (administrators;
+# the Salesperson group has view and change only); exporting needs "Can view contact".
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
+IMPORT_EXPORT_SKIP_ADMIN_LOG = False
 
 Q_CLUSTER = {
     "name": "bcsync",

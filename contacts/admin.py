@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.http import HttpRequest
+from import_export.admin import ImportExportModelAdmin
+from import_export.formats.base_formats import CSV, XLSX
 
 from .models import Contact, ContactType, CountryRegion, NumberSeries
+from .resources import ContactResource
 
 
 class PersonInline(admin.TabularInline):
@@ -16,7 +19,9 @@ class PersonInline(admin.TabularInline):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(ImportExportModelAdmin):
+    resource_classes = [ContactResource]
+    formats = [CSV, XLSX]
     list_display = (
         "no",
         "name",
