@@ -163,7 +163,6 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # the Salesperson group has view and change only); exporting needs "Can view contact".
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
-IMPORT_EXPORT_SKIP_ADMIN_LOG = False
 
 Q_CLUSTER = {
     "name": "bcsync",
