@@ -37,13 +37,17 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "health_check",
     "contacts",
     "exchange_sync",
+    "health",
     "harness",  # dev-only: the soak_sync and bench_sync commands
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collectstatic's files itself, so the admin has its CSS under gunicorn with DEBUG off.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,7 +74,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bcsync.sqlite3'}")}
+# An empty value (as .env.example ships it) means the default, as for SECRET_KEY.
+# Lower case: not a setting, so its password never shows among them.
+database_url = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'bcsync.sqlite3'}"
+DATABASES = {"default": env.db_url_config(database_url)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One writer at a time: take the write lock at BEGIN and wait for it, instead of failing with
     # "database is locked" when a read transaction upgrades (Django's default is DEFERRED).
@@ -102,7 +109,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or str(VAR_DIR / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed copies: browsers may cache them for ever. Needs collectstatic's manifest
+    # whenever DEBUG is off; with DEBUG on (make run) pages name the source files.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # django-q2's ORM broker keeps each cluster's heartbeat in this cache; in the database, so the
+    # health endpoint of every web process (and qinfo) sees the workers of every host.
+    "django_q": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_q_cache"},
+}
 
 LOGIN_URL = "admin:login"
 
@@ -115,6 +135,9 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
 )
+# Load balancers probe over plain HTTP, without the proxy's X-Forwarded-Proto; a redirect would
+# read as a failure.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 
 # Microsoft 365. With M365_EMULATOR_URL set, sign-in and Graph traffic go to the local emulator;
 # the code still names Microsoft's own URLs.
@@ -126,6 +149,14 @@ M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
 # Contact sync
 BACKGROUND_SYNC_POLICY = env.str("BACKGROUND_SYNC_POLICY", default="allow")  # "allow" or "legacy"
 SYNC_CLAIM_STALE_SECONDS = env.int("SYNC_CLAIM_STALE_SECONDS", default=600)
+
+# Alert emails (exchange_sync.services.alerts). EMAIL_URL is a django-environ email URL, e.g.
+# smtp+tls://user:password@smtp.example.com:587; the embedded default prints them on the console.
+vars().update(env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where people open the admin; the links in alert emails start with it.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 Q_CLUSTER = {
     "name": "bcsync",
@@ -140,6 +171,7 @@ Q_CLUSTER = {
     "poll": 0.5,
     "sync": env.bool("Q_SYNC", default=False),
     "label": "Django Q",
+    "cache": "django_q",
 }
 if env.str("Q_REDIS_URL", default=""):
     Q_CLUSTER["redis"] = env.str("Q_REDIS_URL")

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 admin.site.site_header = "bcsync"
@@ -9,4 +9,5 @@ admin.site.index_title = "Contacts and Microsoft 365 sync"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("health/", include("health.urls")),  # for load balancers: no sign-in, no details
 ]

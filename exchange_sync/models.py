@@ -78,6 +78,13 @@ class ConnectionStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class RunPhase(models.TextChoices):
+    READING_OUTLOOK = "reading_outlook", "Reading Outlook"
+    PLANNING = "planning", "Planning"
+    WRITING_OUTLOOK = "writing_outlook", "Writing to Outlook"
+    WRITING_BC = "writing_bc", "Writing to Business Central"
+
+
 class ExchangeSyncSetup(models.Model):
     """Page 6700 "Exchange Sync. Setup": one per user."""
 
@@ -282,6 +289,11 @@ class SyncRun(models.Model):
     graph_requests = models.PositiveIntegerField("Graph requests", default=0)
     summary = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Where a running run is: written with its counts at each per-batch flush.
+    phase = models.CharField(max_length=20, choices=RunPhase.choices, blank=True)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    phase_done = models.PositiveIntegerField(default=0)
+    phase_total = models.PositiveIntegerField(default=0, help_text="0 when not known in advance.")
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -525,3 +537,53 @@ class JobQueueEntry(models.Model):
             errors["run_on_mondays"] = "A recurring job needs at least one weekday to run on."
         if errors:
             raise ValidationError(errors)
+
+
+class IncidentKind(models.TextChoices):
+    BACKGROUND_SYNC_FAILING = "background_sync_failing", "Background sync failing"
+    CONNECTION_FAILED = "connection_failed", "Connection needs attention"
+
+
+class SyncIncident(models.Model):
+    """Something wrong with one user's sync that the user and the administrators were told about by
+    email: opened once, resolved once, however many runs fail in between. At most one is open per user
+    and kind, which is what keeps a restarted worker, or two workers, from telling them twice."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sync_incidents"
+    )
+    kind = models.CharField(max_length=30, choices=IncidentKind.choices)
+    reason = models.TextField(help_text="Why, in words, as the alert said.")
+    run = models.ForeignKey(
+        SyncRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The run that opened it, if a run did.",
+    )
+    opened_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "kind"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="incident_one_open_per_user_and_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.user} since {self.opened_at:%Y-%m-%d %H:%M}"
+
+
+class SyncHealth(ExchangeSyncSetup):
+    """The Sync health page's place in the admin's app list; the page itself lists users, not rows
+    of this model."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "sync health"
+        verbose_name_plural = "sync health"

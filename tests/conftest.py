@@ -21,6 +21,16 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _static_files_without_collectstatic(settings):
+    """Tests render pages with DEBUG off, where the manifest storage needs collectstatic's manifest;
+    tests/test_deploy.py runs collectstatic and that storage for real, under gunicorn."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def m365_emulator():
     """A running Microsoft 365 emulator (sign-in + Graph contacts) on a free port.

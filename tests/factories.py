@@ -1,14 +1,16 @@
 """factory-boy factories for the project's models."""
 
 import importlib
+from datetime import timedelta
 
 import factory
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from contacts.models import Contact, ContactType
-from exchange_sync.models import ContactSyncSetup, ExchangeSyncSetup, UserCard
+from exchange_sync.models import ContactSyncSetup, ExchangeSyncSetup, RunStatus, SyncMode, SyncRun, UserCard
 
 salesperson_migration = importlib.import_module("exchange_sync.migrations.0004_salesperson_group")
 
@@ -88,3 +90,26 @@ def populate_sync_rows(user) -> None:
     """One row of each sync model for `user` (admin smoke tests open every change page)."""
     ExchangeSyncSetupFactory(user=user)
     ContactSyncSetupFactory(user=user)
+
+
+class SyncRunFactory(factory.django.DjangoModelFactory):
+    """A finished run, for pages that show runs (the sync's own tests run real ones)."""
+
+    class Meta:
+        model = SyncRun
+
+    user = factory.SubFactory(UserFactory)
+    mode = SyncMode.SYNC
+    status = RunStatus.SUCCEEDED
+    queued_at = factory.LazyFunction(timezone.now)
+    started_at = factory.LazyAttribute(lambda run: run.queued_at)
+    finished_at = factory.LazyAttribute(lambda run: run.started_at + timedelta(seconds=5))
+
+
+def enable_background_sync(user) -> None:
+    """Background synchronization on, as it was switched on while the connection worked (the
+    mailbox may have gone since), with its Job Queue Entry for Codeunit 6700."""
+    from exchange_sync.services import job_queue
+
+    ExchangeSyncSetup.objects.update_or_create(user=user, defaults={"enabled": True})
+    job_queue.ensure_contact_sync_entry(user=user)

@@ -2,9 +2,9 @@
 
 - exchange_sync imports only downwards: models, then graph, sync, services, and last the interfaces
   (admin, tasks, management commands, forms);
-- the product (exchange_sync, contacts, bcsync_site) imports neither the harness nor the emulator;
-  the contact master knows nothing of exchange_sync, graph/ no other bcsync code, the settings no app,
-  and the emulator neither Django nor bcsync;
+- the product (exchange_sync, contacts, health, bcsync_site) imports neither the harness nor the
+  emulator; the contact master knows nothing of exchange_sync, graph/ and the health endpoint no other
+  bcsync code, the settings no app, and the emulator neither Django nor bcsync;
 - no import cycle inside the product, counting the imports that run when a module is loaded.
 """
 
@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("exchange_sync", "contacts", "bcsync_site")
+PRODUCT = ("exchange_sync", "contacts", "health", "bcsync_site")
 # Within exchange_sync, a module may import modules of its own rank or lower.
 RANKS = {
     "exchange_sync.models": 0,
@@ -27,13 +27,14 @@ RANKS = {
     "exchange_sync.forms": 4,
 }
 UNLAYERED = ("exchange_sync.apps", "exchange_sync.migrations")
-BCSYNC = ("bcsync_site", "contacts", "exchange_sync", "harness")
+BCSYNC = ("bcsync_site", "contacts", "exchange_sync", "health", "harness")
 # What each package must not import (its own modules aside).
 FORBIDDEN = {
     "bcsync_site": (*BCSYNC, "m365_emulator"),
     "contacts": ("exchange_sync", "harness", "m365_emulator"),
     "exchange_sync": ("harness", "m365_emulator"),
     "exchange_sync.graph": (*BCSYNC, "m365_emulator"),
+    "health": (*BCSYNC, "m365_emulator"),
     "m365_emulator": ("django", *BCSYNC),
 }
 

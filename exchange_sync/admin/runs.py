@@ -1,38 +1,58 @@
-"""The Sync Run page (with its activity log inline) and the Activity Log list."""
+"""The Sync Run page (its progress while it runs, and its activity log, a page at a time) and the
+Activity Log list."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
-from ..models import ActivityLog, ContactSyncSetup, RunStatus, SyncMode, SyncRun
+from ..models import ActivityLog, ContactSyncSetup, Direction, Outcome, RunStatus, SyncMode, SyncRun
+from ..services.health import run_progress
 from .ownership import OwnedByUserAdmin
 
+RUN_LOG_PER_PAGE = 50
 
-class ActivityLogInline(admin.TabularInline):
-    model = ActivityLog
-    fields = ("created_at", "outcome", "direction", "contact_no", "email", "message")
-    readonly_fields = fields
-    can_delete = False
-    extra = 0
-    max_num = 0
-    show_change_link = True
-    verbose_name_plural = "Activity log (latest 100)"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).order_by("-created_at", "-id")
+def run_log_context(request: HttpRequest, run: SyncRun) -> dict:
+    """One page of the run's log, filtered by ?log_outcome, ?log_direction and ?log_q (the run page's
+    own parameters), and the Activity Log list with the same filters."""
+    outcome = request.GET.get("log_outcome", "")
+    outcome = outcome if outcome in Outcome.values else ""
+    direction = request.GET.get("log_direction", "")
+    direction = direction if direction in Direction.values else ""
+    text = request.GET.get("log_q", "").strip()
+    entries = ActivityLog.objects.filter(run=run).order_by("-created_at", "-id")
+    if outcome:
+        entries = entries.filter(outcome=outcome)
+    if direction:
+        entries = entries.filter(direction=direction)
+    if text:
+        entries = entries.filter(message__icontains=text)
+    page = Paginator(entries, RUN_LOG_PER_PAGE).get_page(request.GET.get("log_p"))
+    filters = {"log_outcome": outcome, "log_direction": direction, "log_q": text}
 
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+    def page_url(number: int) -> str:
+        return "?" + urlencode({**{k: v for k, v in filters.items() if v}, "log_p": number})
 
-    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
-        # A salesperson has no model permissions, so Django would hide the log of their own run.
-        # `obj` is the run, fetched through SyncRunAdmin.get_queryset (None when Django builds the
-        # inline's queryset, which the formset then limits to that run's entries).
-        return obj is None or request.user.is_superuser or obj.user_id == request.user.pk
+    in_activity_log = {"outcome__exact": outcome, "direction__exact": direction, "q": text}
+    return {
+        "page": page,
+        "outcome": outcome,
+        "direction": direction,
+        "q": text,
+        "filtered": any(filters.values()),
+        "outcomes": Outcome.choices,
+        "directions": Direction.choices,
+        "previous_url": page_url(page.previous_page_number()) if page.has_previous() else "",
+        "next_url": page_url(page.next_page_number()) if page.has_next() else "",
+        "activity_log_url": reverse("admin:exchange_sync_activitylog_changelist")
+        + "?"
+        + urlencode({"run__id__exact": run.pk, **{k: v for k, v in in_activity_log.items() if v}}),
+    }
 
 
 @admin.register(SyncRun)
@@ -60,7 +80,6 @@ class SyncRunAdmin(OwnedByUserAdmin):
     list_filter = ("status", "mode", "trigger")
     list_select_related = ("user",)
     date_hierarchy = "queued_at"
-    inlines = [ActivityLogInline]
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
         # A Preview's counts are its plan, and its sections say so.
@@ -103,6 +122,8 @@ class SyncRunAdmin(OwnedByUserAdmin):
         extra = dict(extra_context or {})
         if run is not None:
             extra["refresh_seconds"] = 0 if run.is_finished else 2
+            extra["progress"] = run_progress(run=run)
+            extra["run_log"] = run_log_context(request, run)
             extra["activity_log_url"] = (
                 reverse("admin:exchange_sync_activitylog_changelist") + f"?run__id__exact={run.pk}"
             )

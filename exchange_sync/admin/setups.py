@@ -23,7 +23,7 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from ..services import contact_sync, job_queue
+from ..services import contact_sync, health, job_queue
 from ..sync.filters import describe_filter
 from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 
@@ -247,6 +247,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
                 if job_queue.background_sync_policy() == "legacy"
                 else "",
             }
+            context["health_rows"] = [health.health_row(user=obj.user)]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request: HttpRequest, obj: ContactSyncSetup, form, change: bool) -> None:

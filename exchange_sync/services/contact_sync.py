@@ -30,7 +30,7 @@ from ..models import (
 from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
-from . import sync_folder
+from . import alerts, sync_folder
 from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
         last_validated_at=timezone.now(),
         last_validation_message=check.message,
     )
+    alerts.note_connection_checked(user=user, ok=check.ok, message=check.message)
     return check
 
 
@@ -222,6 +223,7 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
     finally:
         ContactSyncSetup.objects.release_claim(setup=setup, run=run)
     run.refresh_from_db()
+    alerts.note_run_finished(run=run)
     return run
 
 

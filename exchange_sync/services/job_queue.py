@@ -40,7 +40,7 @@ from ..models import (
     SyncRun,
     SyncTrigger,
 )
-from . import contact_sync
+from . import alerts, contact_sync
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def sync_contacts_of_background_users(entry: JobQueueEntry, claim: Claim) -> Non
                 finished_at=timezone.now(),
                 error=str(exc),
             )
+            alerts.note_run_finished(run=run)
         else:
             run = contact_sync.run_contact_sync(run_id=run.pk)
         if run.status == RunStatus.FAILED:

@@ -60,6 +60,16 @@ class RunLog:
         self.tally: Counter[str] = Counter()
         self.pending: list[ActivityLog] = []
         self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
+        self.phase, self.phase_started_at, self.phase_done, self.phase_total = "", None, 0, 0
+
+    def start_phase(self, phase: str, *, total: int = 0) -> None:
+        """Say what the run does now and how many items it has (0: not known), at once."""
+        self.phase, self.phase_started_at, self.phase_done, self.phase_total = phase, timezone.now(), 0, total
+        self.flush()
+
+    def advance(self, count: int) -> None:
+        """`count` more items of the phase are done; the next flush writes it with the counts."""
+        self.phase_done += count
 
     def add(self, **fields: Any) -> None:
         """Hold one entry for the next flush, and count it. Takes `entry()`'s arguments."""
@@ -95,11 +105,18 @@ class RunLog:
         )
 
     def flush(self) -> None:
-        """Write the entries and counts so far, and prove the run is alive (heartbeat)."""
+        """Write the entries, counts and progress so far, and prove the run is alive (heartbeat)."""
         ActivityLog.objects.bulk_create(self.pending)
         self.pending = []
         now = timezone.now()
-        SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now, **self.counts())
+        SyncRun.objects.filter(pk=self.run.pk).update(
+            heartbeat_at=now,
+            phase=self.phase,
+            phase_started_at=self.phase_started_at,
+            phase_done=self.phase_done,
+            phase_total=self.phase_total,
+            **self.counts(),
+        )
         ContactSyncSetup.objects.renew_claim(setup=self.setup, run=self.run, now=now)
 
     def counts(self) -> dict[str, int]:

@@ -114,6 +114,7 @@ class BcWriter:
                         )
                 elif action.kind == ActionKind.SKIP:
                     self._skip(action, contact)
+            self.log.advance(len(actions))
             self.log.flush()
 
     def _write_from_outlook(

@@ -10,7 +10,7 @@ next run reads the same changes again, and email matching links what the killed 
 from __future__ import annotations
 
 from exchange_sync.graph import GraphClient
-from exchange_sync.models import ContactSyncSetup, SyncMode, SyncRun
+from exchange_sync.models import ContactSyncSetup, RunPhase, SyncMode, SyncRun
 
 from .activity_log import RunLog
 from .bc_writer import BcWriter
@@ -51,6 +51,7 @@ class SyncEngine:
             log=self.log,
             from_scratch=full or not self.setup.delta_link,
         )
+        self.log.start_phase(RunPhase.PLANNING)
         plan_input, self.log.deleted_nos = read_plan_input(
             setup=self.setup, run=self.run, outlook=outlook, full=full or outlook.whole_folder
         )
@@ -71,9 +72,12 @@ class SyncEngine:
         """Outlook's side first, then Business Central's; except that the Outlook fields a merge keeps
         go to Business Central before it, so that Business Central's values sent to Outlook hold them."""
         outlook_actions = [a for a in the_plan.actions if a.kind in OUTLOOK_KINDS]
+        bc_actions = [a for a in the_plan.actions if a.kind not in OUTLOOK_KINDS]
+        self.log.start_phase(RunPhase.WRITING_OUTLOOK, total=len(outlook_actions))
         self.bc_writer.take_outlook_fields([a for a in outlook_actions if a.kind == ActionKind.MERGE])
         self.outlook_writer.apply(outlook_actions)
-        self.bc_writer.apply([a for a in the_plan.actions if a.kind not in OUTLOOK_KINDS])
+        self.log.start_phase(RunPhase.WRITING_BC, total=len(bc_actions))
+        self.bc_writer.apply(bc_actions)
 
     def flush(self) -> None:
         """Write the link changes, log entries and counts so far, and prove the run is alive (heartbeat)."""

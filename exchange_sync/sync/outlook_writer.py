@@ -149,12 +149,14 @@ class OutlookWriter:
             contact = contacts.get(action.contact_id) if action.contact_id is not None else None
             record = bc_record(contact) if contact is not None else None
             if action.kind != ActionKind.DELETE_IN_M365 and record is None:
+                self.log.advance(1)
                 continue  # deleted meanwhile; the next run sees the tombstone
             by_request[str(index + 1)] = (action, record)
         overwrites = [a for a in actions if a.kind in OVERWRITING_KINDS]
         gone = self._send(by_request, contacts, before=outlook_values_before(actions=overwrites))
         if gone:
             # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
+            self.log.phase_total += len(gone)
             recreates: Requests = {
                 f"r{index + 1}": (
                     Action(
@@ -198,6 +200,7 @@ class OutlookWriter:
                     contact = contacts.get(action.contact_id)
                     self._record_result(action, record, result, contact, before.get(action.link_id))
                 self.flush_links()
+                self.log.advance(len(results))
                 self.log.flush()
             _raise_run_stopping_error(results)
         return gone

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from contacts.models import Contact, ContactType, CountryRegion
 from exchange_sync.graph import GraphClient, SyncStateExpired
-from exchange_sync.models import ContactLink, ContactSyncSetup, Outcome, SyncRun
+from exchange_sync.models import ContactLink, ContactSyncSetup, Outcome, RunPhase, SyncRun
 
 from .activity_log import RunLog
 from .filters import compile_filter, imported_kept_filter
@@ -70,7 +70,9 @@ def read_outlook(
             "graph_id", "m365_hash", "change_key"
         )
     }
-    where = {"client": client, "mailbox": mailbox, "folder_id": folder_id, "countries": countries}
+    where = {"client": client, "mailbox": mailbox, "folder_id": folder_id, "countries": countries, "log": log}
+    # Reading the whole folder, its links say about how many contacts come; a delta does not know.
+    log.start_phase(RunPhase.READING_OUTLOOK, total=len(links) if from_scratch else 0)
     try:
         return _read_delta(**where, delta_link=None if from_scratch else setup.delta_link, links=links)
     except SyncStateExpired:
@@ -80,6 +82,7 @@ def read_outlook(
             message="Microsoft 365 no longer knows the last sync point (the delta link expired); "
             "the whole folder was compared instead.",
         )
+        log.start_phase(RunPhase.READING_OUTLOOK, total=len(links))
         return _read_delta(**where, delta_link=None, links=links)
 
 
@@ -91,6 +94,7 @@ def _read_delta(
     countries: Countries,
     delta_link: str | None,
     links: dict[str, tuple[str, str]],
+    log: RunLog,
 ) -> OutlookRead:
     read = OutlookRead(whole_folder=delta_link is None)
     if not folder_id:
@@ -117,6 +121,8 @@ def _read_delta(
             read.change_keys.pop(graph_id, None)
         if page.delta_link:
             read.delta_link = page.delta_link
+        log.advance(len(page.changed) + len(page.removed_ids))
+        log.flush()
     return read
 
 

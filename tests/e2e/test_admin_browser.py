@@ -109,8 +109,8 @@ def test_a_salesperson_syncs_from_the_browser(live_server, m365, page: Page, sho
     expect(readonly(page, "failed")).to_have_text("0")
     expect(page.locator("meta[http-equiv=refresh]")).to_have_count(0)  # finished: no more refreshing
     expect(page.locator(".run-progress")).to_have_count(0)
-    log_inline = page.locator(".inline-group")  # the run's own activity log, under its counts
-    expect(log_inline.locator("tbody tr.has_original")).to_have_count(2)
+    log_inline = page.locator("#run-log")  # the run's own activity log, under its counts
+    expect(log_inline.locator("tbody tr.run-log-entry")).to_have_count(2)
     expect(log_inline).to_contain_text("Ada Tester")
     expect(log_inline).to_contain_text("Alan Tester")
     assert {c["displayName"] for c in m365.emulator.outlook(MAILBOX).list_contacts("Business Central")} == {

@@ -5,18 +5,10 @@ transaction=True."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from django_q.models import Task
 from django_q.tasks import async_task
@@ -34,69 +26,25 @@ from exchange_sync.models import (
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
+from tests.processes import child_environment, start, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 DEADLINE_SECONDS = 120
 
 
-def test_database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{Path(db['NAME']).resolve()}"
-    credentials = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-test_database_url.__test__ = False  # a helper, not a test
-
-
 @pytest.fixture
 def child_env(m365, tmp_path) -> dict[str, str]:
-    """The environment of a child process: this test's database, emulator and SECRET_KEY (django-q2
-    signs its task packages with it, as on several hosts)."""
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bcsync_site.settings",
-        "DATABASE_URL": test_database_url(),
-        "BCSYNC_VAR_DIR": str(tmp_path),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "M365_EMULATOR_URL": m365.url,
-        "M365_TENANT_ID": settings.M365_TENANT_ID,
-        "M365_CLIENT_ID": settings.M365_CLIENT_ID,
-        "M365_CLIENT_SECRET": settings.M365_CLIENT_SECRET,
-        "Q_WORKERS": "2",
-        "Q_SYNC": "false",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(settings.BASE_DIR),
-    }
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, *args],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopping it stops its workers too
+    """A child process's environment with this test's emulator."""
+    return child_environment(
+        tmp_path,
+        M365_EMULATOR_URL=m365.url,
+        M365_TENANT_ID=settings.M365_TENANT_ID,
+        M365_CLIENT_ID=settings.M365_CLIENT_ID,
+        M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
+        Q_WORKERS="2",
+        Q_SYNC="false",
     )
-
-
-def stop(*processes: subprocess.Popen) -> None:
-    """SIGTERM to each process group, then SIGKILL whatever is left after a few seconds (a cluster's
-    graceful stop can take 20 s; the results are in the database by now)."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # the process or any worker it left behind
-        process.wait(timeout=10)
 
 
 def background_users(m365, count: int) -> list:
