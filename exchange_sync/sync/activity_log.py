@@ -32,18 +32,19 @@ ACTION_NAMES = {
     ActionKind.DETACH: "Stop syncing",
     ActionKind.SKIP: "Skip",
 }
-# The SyncRun count each kind of action adds to once done. A Preview counts its plan under the same
-# names, so its run page and summary say what a Sync would do ("would create 129").
+# The SyncRun counts each kind of action adds to once done (a merge writes both sides). A Preview
+# counts its plan under the same names, so its run page and summary say what a Sync would do.
 COUNT_NAMES = {
-    ActionKind.CREATE_IN_M365: "created",
-    ActionKind.UPDATE_M365: "updated",
-    ActionKind.RECREATE_IN_M365: "recreated",
-    ActionKind.DELETE_IN_M365: "deleted",
-    ActionKind.LINK: "linked",
-    ActionKind.IMPORT_TO_BC: "imported",
-    ActionKind.UPDATE_BC: "bc_updated",
-    ActionKind.DETACH: "skipped",
-    ActionKind.SKIP: "skipped",
+    ActionKind.CREATE_IN_M365: ("created",),
+    ActionKind.UPDATE_M365: ("updated",),
+    ActionKind.RECREATE_IN_M365: ("recreated",),
+    ActionKind.DELETE_IN_M365: ("deleted",),
+    ActionKind.LINK: ("linked",),
+    ActionKind.IMPORT_TO_BC: ("imported",),
+    ActionKind.UPDATE_BC: ("bc_updated",),
+    ActionKind.MERGE: ("bc_updated", "updated"),
+    ActionKind.DETACH: ("skipped",),
+    ActionKind.SKIP: ("skipped",),
 }
 # An applied skip of a Business Central contact is named after what it did not do.
 SKIPPED_SEND = "Send to Outlook"
@@ -161,14 +162,17 @@ class RunLog:
                 contact_no=self.deleted_no(action),
                 message=_preview_message(action, self.label(contact, action)),
             )
-            self.tally[COUNT_NAMES[action.kind]] += 1
+            self.tally.update(COUNT_NAMES[action.kind])
             if len(self.pending) >= DB_CHUNK:
                 self.flush()
         self.flush()
 
 
-def done_message(action: Action, label: str, record: dict[str, str]) -> tuple[str, str]:
-    """The outcome and sentence of a write to Outlook that Outlook accepted."""
+def done_message(
+    action: Action, label: str, record: dict[str, str], before: dict[str, str] | None
+) -> tuple[str, str]:
+    """The outcome and sentence of a write to Outlook that Outlook accepted; `before`: what Outlook
+    held, when known, to name the fields an update changed."""
     if action.kind == ActionKind.CREATE_IN_M365:
         return Outcome.CREATED, f"{label} was added to the Outlook folder."
     if action.kind == ActionKind.RECREATE_IN_M365:
@@ -185,7 +189,10 @@ def done_message(action: Action, label: str, record: dict[str, str]) -> tuple[st
         return Outcome.UPDATED, f"{label} changed on both sides; Business Central's values won."
     if action.reason:
         return Outcome.UPDATED, f"{label}: {action.reason}."
-    return Outcome.UPDATED, f"{label} was updated in Outlook."
+    changed = [caption(key) for key in record if before and key in before and before[key] != record[key]]
+    return Outcome.UPDATED, f"{label} was updated in Outlook" + (
+        f": {', '.join(changed)}." if changed else "."
+    )
 
 
 def overwritten_text(overwritten: dict[str, str]) -> str:

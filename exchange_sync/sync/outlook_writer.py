@@ -41,21 +41,14 @@ from .mapping import (
     record_hash,
 )
 from .planner import CREATING, Action, ActionKind
-from .reader import chunks
+from .reader import chunks, outlook_values_before
 
-# The kinds of action this writer applies; the others change only Business Central's side.
-OUTLOOK_KINDS = frozenset(
-    {
-        ActionKind.CREATE_IN_M365,
-        ActionKind.UPDATE_M365,
-        ActionKind.RECREATE_IN_M365,
-        ActionKind.DELETE_IN_M365,
-        ActionKind.LINK,
-        ActionKind.MERGE,
-    }
-)
 # The kinds that send Business Central's values over an Outlook contact that exists.
 OVERWRITING_KINDS = (ActionKind.UPDATE_M365, ActionKind.LINK, ActionKind.MERGE)
+# The kinds of action this writer applies; the others change only Business Central's side.
+OUTLOOK_KINDS = frozenset(
+    {*OVERWRITING_KINDS, ActionKind.CREATE_IN_M365, ActionKind.RECREATE_IN_M365, ActionKind.DELETE_IN_M365}
+)
 # Actions whose Graph requests are built and sent together (100 batches of 20). Between windows the
 # pipeline drains and Outlook's workers idle for a round trip, so windows are as large as memory
 # comfortably allows: 2,000 contacts and their request bodies are a few MB.
@@ -159,7 +152,8 @@ class OutlookWriter:
                 self.log.advance(1)
                 continue  # deleted meanwhile; the next run sees the tombstone
             by_request[str(index + 1)] = (action, record)
-        gone = self._send(by_request, contacts)
+        overwrites = [a for a in actions if a.kind in OVERWRITING_KINDS]
+        gone = self._send(by_request, contacts, before=outlook_values_before(actions=overwrites))
         if gone:
             # Deleted in Outlook after we last looked: recreate it (Business Central's rule).
             self.log.phase_total += len(gone)
@@ -176,13 +170,14 @@ class OutlookWriter:
                 )
                 for index, (action, record) in enumerate(gone)
             }
-            self._send(recreates, contacts)
+            self._send(recreates, contacts, before={})
 
     def _send(
-        self, by_request: Requests, contacts: dict[int, Contact]
+        self, by_request: Requests, contacts: dict[int, Contact], *, before: dict[int, dict[str, str]]
     ) -> list[tuple[Action, dict[str, str]]]:
-        """Send the requests and record each $batch as it lands. Returns the updates Outlook answered
-        404 to (deleted there meanwhile), for the caller to recreate."""
+        """Send the requests and record each $batch as it lands (`before`: what Outlook holds of the
+        contacts updated, by link id). Returns the updates Outlook answered 404 to (deleted there
+        meanwhile), for the caller to recreate."""
         by_request = self._record_create_intents(by_request, contacts)
         intents = self._log_overwrite_intents(by_request, contacts)
         requests = [
@@ -202,7 +197,8 @@ class OutlookWriter:
                         assert record is not None
                         gone.append((action, record))
                         continue
-                    self._record_result(action, record, result, contacts.get(action.contact_id))
+                    contact = contacts.get(action.contact_id)
+                    self._record_result(action, record, result, contact, before.get(action.link_id))
                 self.flush_links()
                 self.log.advance(len(results))
                 self.log.flush()
@@ -285,7 +281,12 @@ class OutlookWriter:
         )
 
     def _record_result(
-        self, action: Action, record: dict[str, str] | None, result: BatchResult, contact: Contact | None
+        self,
+        action: Action,
+        record: dict[str, str] | None,
+        result: BatchResult,
+        contact: Contact | None,
+        before: dict[str, str] | None,
     ) -> None:
         label = self.log.label(contact, action)
         log = {
@@ -340,7 +341,7 @@ class OutlookWriter:
             return
         written = outlook_contact(result.body, self.countries)
         self._save_link(action, contact, record=record, outlook=written)
-        outcome, message = done_message(action, label, record)
+        outcome, message = done_message(action, label, record, before)
         details: dict[str, Any] = {}
         if action.outlook is not None and action.kind in OVERWRITING_KINDS:
             overwritten = changed_fields(action.outlook.record, record)

@@ -17,7 +17,7 @@ from exchange_sync.models import ContactLink, ContactSyncSetup, Outcome, RunPhas
 from .activity_log import RunLog
 from .filters import compile_filter, imported_kept_filter
 from .mapping import Countries, OutlookContact, bc_record, outlook_contact, record_hash
-from .planner import BcContact, BcMatch, LinkState, PlanInput
+from .planner import Action, BcContact, BcMatch, LinkState, PlanInput
 
 DELTA_PAGE_SIZE = 1000
 
@@ -223,6 +223,18 @@ def read_plan_input(
         allow_mass_delete=run.allow_mass_delete,
     )
     return plan_input, deleted_nos
+
+
+def outlook_values_before(*, actions: list[Action]) -> dict[int, dict[str, str]]:
+    """What Outlook holds of the linked contacts these actions overwrite, by link id, so the log can
+    name the fields a write changes: the values read this run, else those last sent (Outlook's copy
+    has not changed since; a link synced before they were kept has none)."""
+    unread = [a.link_id for a in actions if a.link_id is not None and a.outlook is None]
+    rows = in_chunks(
+        unread, lambda ids: ContactLink.objects.filter(pk__in=ids).values_list("pk", "bc_synced")
+    )
+    read = {a.link_id: a.outlook.record for a in actions if a.link_id is not None and a.outlook is not None}
+    return {link_id: sent for link_id, sent in rows if sent is not None} | read
 
 
 def _bc_contact(contact: Contact, *, with_record: bool) -> BcContact:

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from contacts.models import Contact
-from exchange_sync.models import SyncMode
+from exchange_sync.models import Direction, SyncMode
 from tests.exchange_sync.test_sync_rules import FOLDER, counts, folder, ok, sync, the_entry
 from tests.factories import PersonFactory
 
@@ -147,3 +147,44 @@ def test_a_value_cut_to_fit_is_named_by_caption(sync_user, outlook):
     run = ok(sync(sync_user))
 
     assert "Cut to fit Business Central: Job Title (45 characters)" in the_entry(run).message
+
+
+def test_an_update_in_outlook_lists_the_fields_it_changed_as_one_from_outlook_does(sync_user, outlook):
+    ada = PersonFactory(email="ada@example.com", job_title="Buyer", city="London")
+    ok(sync(sync_user))
+    ada.job_title = "Head of Buying"
+    ada.city = "Paris"
+    ada.save()
+
+    to_outlook = the_entry(ok(sync(sync_user)))
+
+    assert to_outlook.message == f"{ada.no} {ada.name} was updated in Outlook: City, Job Title."
+    item = folder(outlook)["ada@example.com"]
+    outlook.update_contact(
+        item["id"],
+        {"jobTitle": "Chief Buyer", "businessAddress": {**item["businessAddress"], "city": "Lyon"}},
+    )
+
+    from_outlook = the_entry(ok(sync(sync_user)))
+
+    assert from_outlook.message == f"{ada.no} {ada.name} was updated from Outlook: City, Job Title."
+
+
+def test_a_merge_is_previewed_as_an_update_of_both_sides_and_names_the_fields_it_sends(sync_user, outlook):
+    ada = PersonFactory(email="ada@example.com", job_title="Buyer", city="London")
+    ok(sync(sync_user))
+    item = folder(outlook)["ada@example.com"]
+    outlook.update_contact(item["id"], {"jobTitle": "Chief Buyer"})
+    ada.city = "Paris"
+    ada.save()
+
+    preview = ok(sync(sync_user, SyncMode.PREVIEW))
+
+    assert counts(preview) == {"bc_updated": 1, "updated": 1}
+    assert preview.summary_line().startswith("would create 0, would update 2, ")
+
+    run = ok(sync(sync_user))
+
+    assert counts(run) == {"bc_updated": 1, "updated": 1}
+    to_outlook = the_entry(run, direction=Direction.TO_M365)
+    assert to_outlook.message.startswith(f"{ada.no} {ada.name} was updated in Outlook: City.")

@@ -200,7 +200,7 @@ def test_sync_moves_what_changed_since_the_previous_run_started(user, outlook):
     ada.save()
     second = ok(sync(user))
     assert counts(second) == {"updated": 1}
-    assert the_entry(second).message == f"{ada.no} {ada.name} was updated in Outlook."
+    assert the_entry(second).message == f"{ada.no} {ada.name} was updated in Outlook: City."
     items = folder(outlook)
     assert items["ada@example.com"]["businessAddress"]["city"] == "Paris"
     assert items["bob@example.com"]["businessAddress"]["city"] == "London"
