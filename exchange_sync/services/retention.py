@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_q.models import Schedule
@@ -78,7 +79,10 @@ def prune_sync_log(
 
 def ensure_prune_schedule(*, using: str = "default", **kwargs) -> None:
     """The daily django-q2 Schedule that runs prune_sync_log, created once (a post_migrate receiver:
-    it runs after every migrate and test-database flush, and leaves an existing Schedule alone)."""
+    it runs after every migrate and test-database flush, and leaves an existing Schedule alone). A
+    migrate of some apps only may come before django-q2's tables exist; the next full one creates it."""
+    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return
     Schedule.objects.using(using).get_or_create(
         name=SCHEDULE_NAME,
         defaults={"func": TASK_FUNC, "schedule_type": Schedule.DAILY, "repeats": -1},
