@@ -89,6 +89,16 @@ class PendingLinks:
     deleted_ids: list[int] = field(default_factory=list)
 
 
+def overruled_fields(action: Action, record: dict[str, str]) -> dict[str, str]:
+    """The Outlook values that sending `record` replaces and that were Outlook's own edits: after a
+    per-field merge only the fields both sides changed, otherwise every value that differs."""
+    assert action.outlook is not None
+    differing = changed_fields(action.outlook.record, record)
+    if action.overruled is None:
+        return differing
+    return {key: value for key, value in differing.items() if key in action.overruled}
+
+
 class OutlookWriter:
     def __init__(
         self,
@@ -245,7 +255,7 @@ class OutlookWriter:
         for request_id, (action, record) in by_request.items():
             if action.outlook is None or record is None or action.kind not in OVERWRITING_KINDS:
                 continue
-            overwritten = changed_fields(action.outlook.record, record)
+            overwritten = overruled_fields(action, record)
             if not overwritten:
                 continue
             contact = contacts.get(action.contact_id) if action.contact_id is not None else None
@@ -344,7 +354,7 @@ class OutlookWriter:
         outcome, message = done_message(action, label, record, before)
         details: dict[str, Any] = {}
         if action.outlook is not None and action.kind in OVERWRITING_KINDS:
-            overwritten = changed_fields(action.outlook.record, record)
+            overwritten = overruled_fields(action, record)
             if overwritten:
                 details["outlook_values_overwritten"] = overwritten
                 message += f" Outlook's differing values were replaced: {overwritten_text(overwritten)}."

@@ -114,6 +114,9 @@ class Action:
     # UPDATE_BC and MERGE: the Outlook values Business Central takes, by record field. None for
     # UPDATE_BC of a link with no last-synced values: the whole Outlook record is taken.
     from_outlook: Mapping[str, str] | None = None
+    # UPDATE_M365 and MERGE after a per-field merge: the Outlook values Business Central overrules
+    # (fields both sides changed). None without a merge: every differing Outlook value is overruled.
+    overruled: Mapping[str, str] | None = None
     # What the action assumes of the other side when it is applied, so an edit made while the run
     # is going is never overwritten unseen: Outlook's change key for a write to Outlook (If-Match),
     # and Business Central's hash for a write to Business Central.
@@ -293,12 +296,21 @@ def _plan_link(
                     conflict=bool(merge.conflicts),
                     change_key=change_key,
                     from_outlook=merge.from_outlook,
+                    overruled=merge.conflicts,
                     expected_bc_hash=bc.hash,
                 )
             ]
         conflict = bool(merge.conflicts) if merge is not None else outlook_changed
+        overruled = merge.conflicts if merge is not None else None
         return [
-            Action(ActionKind.UPDATE_M365, **here, outlook=item, conflict=conflict, change_key=change_key)
+            Action(
+                ActionKind.UPDATE_M365,
+                **here,
+                outlook=item,
+                conflict=conflict,
+                change_key=change_key,
+                overruled=overruled,
+            )
         ]
     if outlook_changed:
         assert item is not None

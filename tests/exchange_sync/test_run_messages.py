@@ -188,3 +188,23 @@ def test_a_merge_is_previewed_as_an_update_of_both_sides_and_names_the_fields_it
     assert counts(run) == {"bc_updated": 1, "updated": 1}
     to_outlook = the_entry(run, direction=Direction.TO_M365)
     assert to_outlook.message.startswith(f"{ada.no} {ada.name} was updated in Outlook: City.")
+    # City was Business Central's own edit, not Outlook's: nothing of Outlook's was overruled.
+    assert "Outlook's differing values were replaced" not in to_outlook.message
+    assert "outlook_values_overwritten" not in to_outlook.details
+
+
+def test_a_merge_with_a_conflict_names_only_the_field_both_sides_changed(sync_user, outlook):
+    ada = PersonFactory(email="ada@example.com", job_title="Buyer", city="London", phone_no="+44 1")
+    ok(sync(sync_user))
+    item = folder(outlook)["ada@example.com"]
+    outlook.update_contact(item["id"], {"jobTitle": "Chief Buyer", "businessPhones": ["+44 2"]})
+    ada.city, ada.job_title = "Paris", "Head Buyer"
+    ada.save()
+
+    run = ok(sync(sync_user))
+
+    to_outlook = the_entry(run, direction=Direction.TO_M365)
+    assert to_outlook.details["outlook_values_overwritten"] == {"job_title": "Chief Buyer"}
+    assert to_outlook.message.endswith("Outlook's differing values were replaced: Job Title 'Chief Buyer'.")
+    ada.refresh_from_db()
+    assert (ada.job_title, ada.city, ada.phone_no) == ("Head Buyer", "Paris", "+44 2")
