@@ -150,6 +150,8 @@ M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
 # Contact sync
 BACKGROUND_SYNC_POLICY = env.str("BACKGROUND_SYNC_POLICY", default="allow")  # "allow" or "legacy"
 SYNC_CLAIM_STALE_SECONDS = env.int("SYNC_CLAIM_STALE_SECONDS", default=600)
+# Activity Log entries and Sync Runs older than this are removed daily (services.retention).
+SYNC_LOG_RETENTION_DAYS = env.int("SYNC_LOG_RETENTION_DAYS", default=90)
 
 # Alert emails (exchange_sync.services.alerts). EMAIL_URL is a django-environ email URL, e.g.
 # smtp+tls://user:password@smtp.example.com:587; the embedded default prints them on the console.

@@ -113,3 +113,11 @@ def enable_background_sync(user) -> None:
 
     ExchangeSyncSetup.objects.update_or_create(user=user, defaults={"enabled": True})
     job_queue.ensure_contact_sync_entry(user=user)
+
+
+def job_queue_schedules():
+    """The django-q2 Schedules that Job Queue Entries own; migrate also creates the daily
+    prune-sync-log Schedule, which is not one of them."""
+    from django_q.models import Schedule
+
+    return Schedule.objects.filter(name__startswith="job-queue-entry-")

@@ -94,22 +94,46 @@ class SyncRun(models.Model):
         """The counts this run moved, by name; empty when it changed nothing."""
         return {name: getattr(self, name) for name in self.COUNT_FIELDS if getattr(self, name)}
 
+    def _worded_counts(self, *, nonzero_only: bool) -> list[str]:
+        """Each count as the summary words it: "would create 3" for a Preview (its plan), "created=3"
+        for a Sync; a Preview has no failures to count."""
+        counts = {
+            "created": ("create", self.created),
+            "updated": ("update", self.updated + self.bc_updated),
+            "linked": ("link", self.linked),
+            "deleted": ("delete", self.deleted),
+            "recreated": ("recreate", self.recreated),
+            "imported": ("import", self.imported),
+            "skipped": ("skip", self.skipped),
+            "failed": ("", self.failed),
+        }
+        preview = self.mode == SyncMode.PREVIEW
+        return [
+            f"would {verb} {count}" if preview else f"{name}={count}"
+            for name, (verb, count) in counts.items()
+            if (count or not nonzero_only) and (verb or not preview)
+        ]
+
+    def _joined(self, parts: list[str]) -> str:
+        return (", " if self.mode == SyncMode.PREVIEW else " ").join(parts)
+
     def summary_line(self) -> str:
         """The run's counts on one line (run page, command line). A Preview's counts are its plan, so
         they are worded as what a Sync would do."""
-        updated = self.updated + self.bc_updated
-        if self.mode == SyncMode.PREVIEW:
-            return (
-                f"would create {self.created}, would update {updated}, would link {self.linked}, "
-                f"would delete {self.deleted}, would recreate {self.recreated}, "
-                f"would import {self.imported}, would skip {self.skipped}; "
-                f"graph_requests={self.graph_requests}"
-            )
+        separator = "; " if self.mode == SyncMode.PREVIEW else " "
         return (
-            f"created={self.created} updated={updated} linked={self.linked} deleted={self.deleted} "
-            f"recreated={self.recreated} imported={self.imported} skipped={self.skipped} "
-            f"failed={self.failed} graph_requests={self.graph_requests}"
+            self._joined(self._worded_counts(nonzero_only=False))
+            + f"{separator}graph_requests={self.graph_requests}"
         )
+
+    def result_line(self) -> str:
+        """The counts that are not zero, worded as in the summary line (the Sync runs list)."""
+        parts = self._worded_counts(nonzero_only=True)
+        if parts:
+            return self._joined(parts)
+        if self.status == RunStatus.FAILED:
+            return "failed, nothing changed"
+        return "nothing to change" if self.is_finished else ""
 
 
 class Direction(models.TextChoices):

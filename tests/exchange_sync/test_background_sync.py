@@ -10,12 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django_q.conf import Conf
-from django_q.models import Schedule
 
 from exchange_sync.models import ConnectionStatus, ExchangeSyncSetup, JobQueueEntry, JobStatus, SyncRun
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import setups_for
-from tests.factories import PersonFactory, UserCardFactory
+from tests.factories import PersonFactory, UserCardFactory, job_queue_schedules
 from tests.http_client import csrf_client, post
 
 NOTICE = (
@@ -59,14 +58,14 @@ def test_allow_policy_switches_on_off_on_and_creates_the_6700_entry_once(staff_u
     assert entry.description == job_queue.DEFAULT_ENTRY_DESCRIPTION
     assert (entry.recurring, entry.minutes_between_runs, entry.status) == (True, 1440, JobStatus.READY)
     assert all(getattr(entry, field) for field in JobQueueEntry.WEEKDAY_FIELDS)
-    assert Schedule.objects.get().pk == entry.schedule_id
+    assert job_queue_schedules().get().pk == entry.schedule_id
 
     job_queue.set_background_sync(user=staff_user, enabled=False)
     assert not enabled(staff_user)
     job_queue.set_background_sync(user=staff_user, enabled=True)
     job_queue.set_background_sync(user=other_staff_user, enabled=True)
     assert enabled(staff_user) and enabled(other_staff_user)
-    assert JobQueueEntry.objects.count() == 1 and Schedule.objects.count() == 1
+    assert JobQueueEntry.objects.count() == 1 and job_queue_schedules().count() == 1
 
 
 @pytest.mark.django_db
@@ -74,7 +73,7 @@ def test_enabling_again_recreates_a_deleted_entry(staff_user):
     job_queue.set_background_sync(user=staff_user, enabled=True)
     job_queue.delete_job_queue_entry(entry=JobQueueEntry.objects.get())
     job_queue.set_background_sync(user=staff_user, enabled=True)
-    assert JobQueueEntry.objects.count() == 1 and Schedule.objects.count() == 1
+    assert JobQueueEntry.objects.count() == 1 and job_queue_schedules().count() == 1
 
 
 @pytest.mark.django_db
@@ -161,13 +160,13 @@ def test_set_on_hold_and_set_ready_buttons(entry, staff_user):
     response = post(client, button_url(entry, "on-hold"), follow=True)
     assert "is on hold" in response.content.decode()
     entry.refresh_from_db()
-    assert entry.status == JobStatus.ON_HOLD and Schedule.objects.get().repeats == 0
+    assert entry.status == JobStatus.ON_HOLD and job_queue_schedules().get().repeats == 0
 
     response = post(client, button_url(entry, "run-now"), follow=True)
     assert "set it to Ready first" in response.content.decode()
     post(client, button_url(entry, "ready"))
     entry.refresh_from_db()
-    assert entry.status == JobStatus.READY and Schedule.objects.get().repeats == -1
+    assert entry.status == JobStatus.READY and job_queue_schedules().get().repeats == -1
 
 
 @pytest.mark.django_db
@@ -253,7 +252,7 @@ def test_the_card_refuses_an_unknown_object_id_and_saves_through_the_service(adm
 
     assert admin_client.post(add, {**form, "object_id_to_run": "6700"}).status_code == 302
     entry = JobQueueEntry.objects.get()
-    schedule = Schedule.objects.get()
+    schedule = job_queue_schedules().get()
     assert (entry.schedule_id, schedule.minutes) == (schedule.pk, 1)
     change = reverse("admin:exchange_sync_jobqueueentry_change", args=[entry.pk])
     for _ in range(5):
@@ -263,11 +262,11 @@ def test_the_card_refuses_an_unknown_object_id_and_saves_through_the_service(adm
             ).status_code
             == 302
         )
-    assert Schedule.objects.get().minutes == 7
+    assert job_queue_schedules().get().minutes == 7
 
     delete = reverse("admin:exchange_sync_jobqueueentry_delete", args=[entry.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 302
-    assert not JobQueueEntry.objects.exists() and not Schedule.objects.exists()
+    assert not JobQueueEntry.objects.exists() and not job_queue_schedules().exists()
 
 
 @pytest.mark.django_db

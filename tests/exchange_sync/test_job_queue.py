@@ -24,7 +24,7 @@ from exchange_sync.models import (
 )
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import request_contact_sync
-from tests.factories import PersonFactory, UserCardFactory, UserFactory
+from tests.factories import PersonFactory, UserCardFactory, UserFactory, job_queue_schedules
 
 ALL_WEEKDAYS = dict.fromkeys(JobQueueEntry.WEEKDAY_FIELDS, True)
 
@@ -43,7 +43,7 @@ def new_entry(user, **fields) -> JobQueueEntry:
 
 
 def the_schedule(entry: JobQueueEntry) -> Schedule:
-    schedules = list(Schedule.objects.all())
+    schedules = list(job_queue_schedules().all())
     assert len(schedules) == 1, schedules
     entry.refresh_from_db()
     assert entry.schedule_id == schedules[0].pk
@@ -123,7 +123,7 @@ def test_deleting_the_entry_deletes_its_schedule(staff_user):
     entry = new_entry(staff_user)
     new_entry(staff_user, description="another")
     job_queue.delete_job_queue_entry(entry=entry)
-    assert list(Schedule.objects.values_list("name", flat=True)) == [
+    assert list(job_queue_schedules().values_list("name", flat=True)) == [
         f"job-queue-entry-{JobQueueEntry.objects.get().pk}"
     ]
 
@@ -131,7 +131,7 @@ def test_deleting_the_entry_deletes_its_schedule(staff_user):
 @pytest.mark.django_db
 def test_a_lost_or_duplicated_schedule_is_repaired_to_exactly_one(staff_user):
     entry = new_entry(staff_user)
-    Schedule.objects.all().delete()  # deleted by hand in the Django Q admin
+    job_queue_schedules().all().delete()  # deleted by hand in the Django Q admin
     job_queue.save_job_queue_entry(entry=entry)
     kept = the_schedule(entry)
     Schedule.objects.create(name=kept.name, func=kept.func, args=kept.args)  # e.g. an old deploy's copy
@@ -205,7 +205,7 @@ def test_an_unknown_object_id_is_refused_with_the_known_ones(staff_user):
     assert "6700 (Exchange Sync – contact sync of every user" in message  # noqa: RUF001
     with pytest.raises(ValidationError):
         job_queue.save_job_queue_entry(entry=entry)
-    assert not JobQueueEntry.objects.exists() and not Schedule.objects.exists()
+    assert not JobQueueEntry.objects.exists() and not job_queue_schedules().exists()
 
 
 @pytest.mark.django_db
@@ -387,4 +387,4 @@ def test_an_entry_deleted_during_its_run_is_left_deleted(staff_user, monkeypatch
 
     monkeypatch.setitem(job_queue.RUNNERS, 6700, delete_me)
     assert job_queue.run_job_queue_entry(entry_id=new_entry(staff_user).pk) is None
-    assert not JobQueueEntry.objects.exists() and not Schedule.objects.exists()
+    assert not JobQueueEntry.objects.exists() and not job_queue_schedules().exists()

@@ -4,12 +4,14 @@ what a setup needs before background sync."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
+from django.utils import timezone
 
 from contacts.models import Contact, ContactType
 from exchange_sync.models import (
@@ -25,7 +27,7 @@ from exchange_sync.models import (
     SyncRun,
 )
 from exchange_sync.services import contact_sync, job_queue
-from tests.factories import PersonFactory, UserCardFactory, UserFactory
+from tests.factories import PersonFactory, SyncRunFactory, UserCardFactory, UserFactory
 from tests.http_client import csrf_client, post
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +118,17 @@ def test_the_activity_log_button_opens_that_setups_entries_and_admins_filter_by_
     assert "column-user" in listed
 
 
+def test_the_runs_list_words_the_non_zero_counts_in_one_result_column(admin_user):
+    ann = UserFactory(username="ann")
+    SyncRunFactory(user=ann, mode=SyncMode.PREVIEW, created=2, updated=1, bc_updated=1, graph_requests=9)
+    SyncRunFactory(user=ann, status=RunStatus.FAILED, queued_at=timezone.now() - timedelta(minutes=1))
+    SyncRunFactory(user=ann, created=3, failed=1, queued_at=timezone.now() - timedelta(minutes=2))
+    runs = csrf_client(admin_user).get(reverse("admin:exchange_sync_syncrun_changelist")).content.decode()
+    results = re.findall(r'<td class="field-result">(.*?)</td>', runs)
+    assert results == ["would create 2, would update 2", "failed, nothing changed", "created=3 failed=1"]
+    assert "column-created" not in runs and "column-graph_requests" not in runs
+
+
 # --- times to the second, duration, paused entries ------------------------------------------------
 
 
@@ -137,10 +150,11 @@ def test_runs_and_the_log_show_seconds_and_the_runs_list_shows_duration(admin_us
     )
     client = csrf_client(admin_user)
     runs = client.get(reverse("admin:exchange_sync_syncrun_changelist")).content.decode()
-    assert "18:46:05" in runs and "18:46:09" in runs
+    assert "18:46:05" in runs
     assert "column-duration" in runs and "3.5 s" in runs
     run_page = client.get(reverse("admin:exchange_sync_syncrun_change", args=[run.pk])).content.decode()
-    assert "18:46:06" in run_page and "18:46:08" in run_page  # started, heartbeat
+    # started, heartbeat, finished
+    assert "18:46:06" in run_page and "18:46:08" in run_page and "18:46:09" in run_page
     assert "18:46:05" in client.get(reverse("admin:exchange_sync_activitylog_changelist")).content.decode()
 
 
