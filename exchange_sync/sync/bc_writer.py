@@ -5,6 +5,7 @@ with its log entries."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
@@ -92,8 +93,9 @@ class BcWriter:
                 if action.kind in (ActionKind.IMPORT_TO_BC, ActionKind.UPDATE_BC):
                     self._write_from_outlook(action, contact, companies)
                 elif action.kind == ActionKind.DETACH:
-                    ContactLink.objects.filter(pk=action.link_id).update(detached=True)
-                    self._note_outlook_edit(action)
+                    ContactLink.objects.filter(pk=action.link_id).update(
+                        detached=True, **_outlook_as_seen(action)
+                    )
                     self.log.add(
                         contact=contact,
                         graph_id=action.graph_id or "",
@@ -143,19 +145,9 @@ class BcWriter:
                 f"(the database refused it: {type(error).__name__}); a Full Sync tries again.",
             )
 
-    def _note_outlook_edit(self, action: Action) -> None:
-        """An Outlook edit to a contact outside the scope, logged as not synced: the link records
-        Outlook's copy as seen, so the same edit is said once."""
-        if action.outlook is not None:
-            ContactLink.objects.filter(pk=action.link_id).update(
-                m365_hash=record_hash(action.outlook.record),
-                m365_synced=action.outlook.record,
-                change_key=action.outlook.change_key,
-            )
-
     def _skip(self, action: Action, contact: Contact | None) -> None:
         if action.outlook is not None and action.link_id is not None:
-            self._note_outlook_edit(action)
+            ContactLink.objects.filter(pk=action.link_id).update(**_outlook_as_seen(action))
             self.log.add(
                 contact=contact,
                 graph_id=action.graph_id or "",
@@ -338,3 +330,15 @@ class BcWriter:
             for company in Contact.objects.filter(type=ContactType.COMPANY, name__in=chunk):
                 found.setdefault(company.name.casefold(), []).append(company)
         return {k: v for k, v in found.items() if k in lowered}
+
+
+def _outlook_as_seen(action: Action) -> dict[str, Any]:
+    """The link fields that record Outlook's copy as seen, for an Outlook edit logged as not synced
+    (a contact outside the scope), so the same edit is said once; none without an Outlook copy."""
+    if action.outlook is None:
+        return {}
+    return {
+        "m365_hash": record_hash(action.outlook.record),
+        "m365_synced": action.outlook.record,
+        "change_key": action.outlook.change_key,
+    }
