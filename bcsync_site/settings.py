@@ -91,6 +91,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # one per test process, so concurrent test runs never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_bcsync_{os.getpid()}.sqlite3")}
 else:
+    # One persistent connection per process (every qcluster worker, pusher, monitor and the web
+    # workers), re-checked before reuse: connections per host = processes, see README.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
@@ -180,7 +182,14 @@ Q_CLUSTER = {
     "sync": env.bool("Q_SYNC", default=False),
     "label": "Django Q",
     "cache": "django_q",
+    # `Q_CLUSTER_NAME=interactive manage.py qcluster` serves the runs people ask for (Sync buttons,
+    # admin actions, commands); the default cluster serves the passes and runs every Schedule.
+    "ALT_CLUSTERS": {
+        "interactive": {"workers": env.int("Q_INTERACTIVE_WORKERS", default=1), "scheduler": False},
+    },
 }
+# Where a person's run is queued; empty: the default cluster (a single cluster serves everything).
+Q_INTERACTIVE_CLUSTER = env.str("Q_INTERACTIVE_CLUSTER", default="interactive")
 if env.str("Q_REDIS_URL", default=""):
     Q_CLUSTER["redis"] = env.str("Q_REDIS_URL")
 else:

@@ -15,3 +15,7 @@ def run_job_queue_entry_task(entry_id: int) -> str:
 def prune_sync_log_task() -> str:
     result = retention.prune_sync_log()
     return f"removed {result.log_entries} activity log entries and {result.runs} sync runs"
+
+
+def run_pass_user_task(log_entry_id: int, user_id: int) -> str:
+    return job_queue.run_pass_user(log_entry_id=log_entry_id, user_id=user_id)

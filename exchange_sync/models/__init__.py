@@ -5,8 +5,12 @@ Activity Log 710, incidents) and job_queue (Job Queue Entry 472)."""
 from .job_queue import (
     CodeunitId,
     JobQueueEntry,
+    JobQueueLogEntry,
     JobStatus,
+    LogStatus,
     ObjectType,
+    PassOutcome,
+    PassUser,
 )
 from .runs import (
     ActivityLog,
@@ -53,10 +57,14 @@ __all__ = [
     "ExistingFolderPolicy",
     "IncidentKind",
     "JobQueueEntry",
+    "JobQueueLogEntry",
     "JobStatus",
+    "LogStatus",
     "ObjectType",
     "OutOfScopePolicy",
     "Outcome",
+    "PassOutcome",
+    "PassUser",
     "RunPhase",
     "RunStatus",
     "SyncHealth",

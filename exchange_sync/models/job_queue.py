@@ -142,3 +142,62 @@ class JobQueueEntry(models.Model):
             errors["run_on_mondays"] = "A recurring job needs at least one weekday to run on."
         if errors:
             raise ValidationError(errors)
+
+
+class LogStatus(models.TextChoices):
+    IN_PROCESS = "in_process", "In Process"
+    SUCCESS = "success", "Success"
+    # The pass ran for everyone; some users' syncs failed (named in Error Message). The entry stays
+    # Ready: one user's failure never pauses the others' schedule.
+    SUCCESS_WITH_FAILURES = "partial", "Success, some users failed"
+    ERROR = "error", "Error"
+
+
+class JobQueueLogEntry(models.Model):
+    """Business Central's Job Queue Log Entry (474): one pass of an entry, start to end."""
+
+    entry = models.ForeignKey(JobQueueEntry, on_delete=models.CASCADE, related_name="log_entries")
+    started_at = models.DateTimeField("Start Date/Time", default=timezone.now)
+    ended_at = models.DateTimeField("End Date/Time", null=True, blank=True)
+    status = models.CharField(max_length=20, choices=LogStatus.choices, default=LogStatus.IN_PROCESS)
+    users_total = models.PositiveIntegerField("Users", default=0)
+    users_synced = models.PositiveIntegerField("Synced", default=0)
+    users_skipped = models.PositiveIntegerField("Skipped", default=0)
+    users_failed = models.PositiveIntegerField("Failed", default=0)
+    error_message = models.TextField("Error Message", blank=True)
+
+    class Meta:
+        verbose_name = "job queue log entry"
+        verbose_name_plural = "job queue log entries"
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["entry", "-started_at"], name="jqlog_entry_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"Job Queue Log Entry #{self.pk} ({self.get_status_display()})"
+
+
+class PassOutcome(models.TextChoices):
+    SYNCED = "synced", "Synced"
+    SKIPPED = "skipped", "Skipped"
+    FAILED = "failed", "Failed"
+
+
+class PassUser(models.Model):
+    """One user's part of a pass. Delivered at least once: a delivery first claims this row with a
+    conditional UPDATE (unclaimed, or claimed longer ago than SYNC_CLAIM_STALE_SECONDS), and the first
+    to record an outcome wins, so a user is synced once per pass whoever delivers twice."""
+
+    log_entry = models.ForeignKey(JobQueueLogEntry, on_delete=models.CASCADE, related_name="users")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    run = models.ForeignKey("SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=PassOutcome.choices, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["log_entry", "user"], name="passuser_once_per_pass")]
+        indexes = [models.Index(fields=["log_entry", "finished_at"], name="passuser_open_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in pass #{self.log_entry_id}"

@@ -94,6 +94,13 @@ class ExchangeSyncSetup(models.Model):
     last_validated_at = models.DateTimeField("Last validated", null=True, blank=True)
     last_validation_message = models.TextField("Last validation result", blank=True)
     enabled = models.BooleanField("Enable Background Synchronization", default=False)
+    # Back-off of background synchronization after failed passes (services/job_queue.py): the user is
+    # skipped for 1, 2, 4, ... passes until the setup's fingerprint changes or a person runs a sync.
+    background_failures = models.PositiveIntegerField(default=0, editable=False)
+    background_skips_left = models.PositiveIntegerField(default=0, editable=False)
+    background_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    background_failure_key = models.CharField(max_length=64, blank=True, editable=False)
+    background_failure = models.TextField(blank=True, editable=False)
 
     class Meta:
         verbose_name = "Exchange sync setup"

@@ -166,11 +166,15 @@ def request_contact_sync(
 
 
 def _enqueue(run: SyncRun) -> None:
+    # django-q2 has no priorities: a run a person asked for goes to the interactive cluster, whose
+    # workers never hold a pass's user runs, so it never waits behind a pass.
+    interactive = run.trigger != SyncTrigger.JOB_QUEUE and settings.Q_INTERACTIVE_CLUSTER
     async_task(
         "exchange_sync.tasks.run_contact_sync_task",
         run.pk,
         task_name=f"contact-sync-{run.pk}",
         group=f"contact-sync-user-{run.user_id}",
+        cluster=settings.Q_INTERACTIVE_CLUSTER if interactive else None,
     )
 
 

@@ -14,8 +14,11 @@ an In Process entry whose claim went stale, is taken; every other delivery exits
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -23,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
@@ -31,14 +34,20 @@ from django_q.tasks import async_task
 from ..models import (
     CodeunitId,
     ConnectionStatus,
+    ContactSyncSetup,
     ExchangeSyncSetup,
     JobQueueEntry,
+    JobQueueLogEntry,
     JobStatus,
+    LogStatus,
     ObjectType,
+    PassOutcome,
+    PassUser,
     RunStatus,
     SyncMode,
     SyncRun,
     SyncTrigger,
+    UserCard,
 )
 from . import alerts, contact_sync
 
@@ -53,6 +62,9 @@ BACKGROUND_SYNC_NOTICE = (
     "and deactivate it, you won't be able to activate it again."
 )
 TASK_FUNC = "exchange_sync.tasks.run_job_queue_entry_task"
+USER_TASK_FUNC = "exchange_sync.tasks.run_pass_user_task"
+# A user whose background sync keeps failing skips 1, 2, 4, ... passes, never more than this many.
+BACKOFF_MAX_SKIPS = 32
 RUNTIME_FIELDS = ("status", "last_run_at", "next_run_at", "last_error", "claimed_at", "schedule")
 # Schedule.minutes is a PositiveSmallIntegerField. Its value only shapes django-q2's own guess of
 # the next run; the entry overwrites Schedule.next_run after every run.
@@ -93,47 +105,276 @@ class JobFailed(Exception):
     """The job ran but did not fully succeed; the message goes to the entry's Last Error."""
 
 
-def sync_contacts_of_background_users(entry: JobQueueEntry, claim: Claim) -> None:
-    """Codeunit 6700: a delta sync of every active user whose background synchronization is
-    enabled, one after another in this worker. One user's failure does not stop the others; a user
-    whose sync is already running (a button, another host) is skipped, since that run does the work."""
-    users = get_user_model().objects.filter(exchange_sync_setup__enabled=True, is_active=True).order_by("pk")
-    failed: list[str] = []
-    for user in users:
-        if not claim.renew():
-            raise JobFailed("Stopped: another worker took this job queue entry over.")
-        try:
-            run = contact_sync.request_contact_sync(
-                user=user,
-                mode=SyncMode.SYNC,
-                trigger=SyncTrigger.JOB_QUEUE,
-                job_queue_entry_id=entry.pk,
-                enqueue=False,
+def sync_contacts_of_background_users(entry: JobQueueEntry, claim: Claim) -> JobQueueLogEntry:
+    """Codeunit 6700: a pass. Records a Job Queue Log Entry and queues one task per active user whose
+    background synchronization is enabled (run_pass_user), spread over every worker of the default
+    cluster; the entry stays In Process until the last of them closes the pass. A delivery that took
+    a stale entry over resumes its open pass: the users not finished yet are queued again, and a
+    user already done stays done."""
+    with transaction.atomic():
+        log = entry.log_entries.filter(status=LogStatus.IN_PROCESS).order_by("-started_at", "-pk").first()
+        if log is None:
+            user_ids = list(
+                get_user_model()
+                .objects.filter(exchange_sync_setup__enabled=True, is_active=True)
+                .order_by("pk")
+                .values_list("pk", flat=True)
             )
-        except contact_sync.SyncRefused as exc:
-            logger.info("Job queue entry %s skipped %s: %s", entry.pk, user, exc)
-            continue
-        except contact_sync.SetupIncomplete as exc:
-            run = SyncRun.objects.create(
-                user=user,
-                mode=SyncMode.SYNC,
-                trigger=SyncTrigger.JOB_QUEUE,
-                job_queue_entry=entry,
-                status=RunStatus.FAILED,
-                finished_at=timezone.now(),
-                error=str(exc),
-            )
-            alerts.note_run_finished(run=run)
+            log = JobQueueLogEntry.objects.create(entry=entry, users_total=len(user_ids))
+            PassUser.objects.bulk_create(PassUser(log_entry=log, user_id=user_id) for user_id in user_ids)
         else:
-            run = contact_sync.run_contact_sync(run_id=run.pk)
-        if run.status == RunStatus.FAILED:
-            failed.append(f"{user} (sync run #{run.pk}: {run.error})")
-    if failed:
-        raise JobFailed(f"Contact sync failed for {len(failed)} of {len(users)} users: " + "; ".join(failed))
+            user_ids = list(log.users.filter(finished_at__isnull=True).values_list("user_id", flat=True))
+    # Queued once the pass's rows are committed (a run is never inside an outer transaction).
+    _queue_pass_users(log_id=log.pk, user_ids=user_ids)
+    if not user_ids:
+        _close_pass(log_id=log.pk)
+    return log
+
+
+def _queue_pass_users(*, log_id: int, user_ids: list[int]) -> None:
+    for user_id in user_ids:
+        async_task(
+            USER_TASK_FUNC,
+            log_id,
+            user_id,
+            task_name=f"job-queue-pass-{log_id}-user-{user_id}",
+            group=f"job-queue-pass-{log_id}",
+        )
+
+
+def setup_fingerprint(*, user: AbstractBaseUser) -> str:
+    """What a background failure depends on: the Microsoft 365 email, the filter, the folder and the
+    last validation. A change to any of them ends the user's back-off."""
+    exchange, contact = contact_sync.setups_for(user=user)
+    email = UserCard.objects.filter(user=user).values_list("microsoft_365_email", flat=True).first() or ""
+    parts = [
+        email,
+        json.dumps(contact.contact_filter, sort_keys=True),
+        contact.folder_name,
+        contact.folder_id,
+        exchange.connection_status,
+        exchange.last_validated_at.isoformat() if exchange.last_validated_at else "",
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _clear_backoff(*, setup_id: int) -> None:
+    ExchangeSyncSetup.objects.filter(pk=setup_id).exclude(background_failures=0).update(
+        background_failures=0,
+        background_skips_left=0,
+        background_failed_at=None,
+        background_failure_key="",
+        background_failure="",
+    )
+
+
+def describe_backoff(*, setup: ExchangeSyncSetup) -> str:
+    """The user's back-off as one line, or "" when background passes sync the user."""
+    if not setup.background_failures:
+        return ""
+    waiting = (
+        f"the next {setup.background_skips_left} pass(es) skip this user"
+        if setup.background_skips_left
+        else "the next pass tries again"
+    )
+    return (
+        f"Backed off after {setup.background_failures} failed background sync(s): {waiting}, unless the "
+        f"setup changes or someone presses Sync. Last failure: {setup.background_failure}"
+    )
+
+
+def _backoff_reason(*, user: AbstractBaseUser, fingerprint: str) -> str:
+    """Why this pass skips the user ("" to sync). A changed setup, or a sync run by a person since
+    the failure, ends the back-off."""
+    setup = ExchangeSyncSetup.objects.get(user=user)
+    if not setup.background_failures:
+        return ""
+    person_ran = (
+        SyncRun.objects.filter(user=user, queued_at__gt=setup.background_failed_at)
+        .exclude(trigger=SyncTrigger.JOB_QUEUE)
+        .exists()
+    )
+    if person_ran or fingerprint != setup.background_failure_key:
+        _clear_backoff(setup_id=setup.pk)
+        return ""
+    return describe_backoff(setup=setup) if setup.background_skips_left else ""
+
+
+@dataclass(frozen=True)
+class PassResult:
+    outcome: str
+    detail: str
+    run_id: int | None = None
+
+
+def _sync_pass_user(*, pass_user: PassUser, log: JobQueueLogEntry, fingerprint: str) -> PassResult | None:
+    """Sync one user of a pass, or say why not. None: an earlier delivery's run of this pass still
+    holds the user's sync, and that delivery records the outcome."""
+    user = pass_user.user
+    if pass_user.run_id is not None:
+        earlier = SyncRun.objects.get(pk=pass_user.run_id)
+        if earlier.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            return _result_of(earlier)
+    # A person's run that succeeded since the pass started did this pass's work already.
+    done = (
+        SyncRun.objects.filter(user=user, status=RunStatus.SUCCEEDED, started_at__gte=log.started_at)
+        .exclude(mode=SyncMode.PREVIEW)
+        .order_by("-pk")
+        .first()
+    )
+    if done is not None:
+        return PassResult(
+            PassOutcome.SYNCED, f"synced by sync run #{done.pk} since the pass started", done.pk
+        )
+    reason = _backoff_reason(user=user, fingerprint=fingerprint)
+    if reason:
+        return PassResult(PassOutcome.SKIPPED, reason)
+    try:
+        run = contact_sync.request_contact_sync(
+            user=user,
+            mode=SyncMode.SYNC,
+            trigger=SyncTrigger.JOB_QUEUE,
+            job_queue_entry_id=log.entry_id,
+            enqueue=False,
+        )
+    except contact_sync.SyncRefused:
+        active = ContactSyncSetup.objects.filter(user=user).values_list("active_run_id", flat=True).first()
+        if pass_user.run_id is not None and active == pass_user.run_id:
+            return None
+        return PassResult(PassOutcome.SKIPPED, "already running: another run holds the user's sync")
+    except contact_sync.SetupIncomplete as exc:
+        run = SyncRun.objects.create(
+            user=user,
+            mode=SyncMode.SYNC,
+            trigger=SyncTrigger.JOB_QUEUE,
+            job_queue_entry_id=log.entry_id,
+            status=RunStatus.FAILED,
+            finished_at=timezone.now(),
+            error=str(exc),
+        )
+        alerts.note_run_finished(run=run)
+        return _result_of(run)
+    PassUser.objects.filter(pk=pass_user.pk).update(run=run)
+    return _result_of(contact_sync.run_contact_sync(run_id=run.pk))
+
+
+def _result_of(run: SyncRun) -> PassResult:
+    if run.status == RunStatus.SUCCEEDED:
+        return PassResult(PassOutcome.SYNCED, f"sync run #{run.pk}", run.pk)
+    return PassResult(PassOutcome.FAILED, f"sync run #{run.pk}: {run.error}", run.pk)
+
+
+def run_pass_user(*, log_entry_id: int, user_id: int) -> str:
+    """One user's part of a pass (the django-q2 task). Delivered at least once: the delivery that
+    claims the user's row syncs, the first outcome recorded stands, and whoever records the last
+    outcome closes the pass. Returns the outcome as a sentence."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    if not (
+        PassUser.objects.filter(log_entry_id=log_entry_id, user_id=user_id, finished_at__isnull=True)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before))
+        .update(claimed_at=now)
+    ):
+        return "skipped: done or held by another delivery"
+    pass_user = PassUser.objects.select_related("user", "log_entry").get(
+        log_entry_id=log_entry_id, user_id=user_id
+    )
+    log = pass_user.log_entry
+    _renew_entry(log=log)
+    fingerprint = setup_fingerprint(user=pass_user.user)
+    result = _sync_pass_user(pass_user=pass_user, log=log, fingerprint=fingerprint)
+    if result is None:
+        return "left to this pass's own run, still running"
+    with transaction.atomic():
+        if not PassUser.objects.filter(pk=pass_user.pk, finished_at__isnull=True).update(
+            finished_at=timezone.now(), outcome=result.outcome, detail=result.detail, run_id=result.run_id
+        ):
+            return "skipped: another delivery recorded this user"
+        _note_backoff(user=pass_user.user, result=result, fingerprint=fingerprint)
+    _renew_entry(log=log)
+    _close_pass(log_id=log.pk)
+    return f"{result.outcome}: {result.detail}"
+
+
+def _note_backoff(*, user: AbstractBaseUser, result: PassResult, fingerprint: str) -> None:
+    setup = ExchangeSyncSetup.objects.select_for_update().get(user=user)
+    if result.outcome == PassOutcome.SYNCED:
+        _clear_backoff(setup_id=setup.pk)
+    elif result.outcome == PassOutcome.FAILED:
+        failures = setup.background_failures + 1
+        ExchangeSyncSetup.objects.filter(pk=setup.pk).update(
+            background_failures=failures,
+            background_skips_left=min(2 ** (failures - 1), BACKOFF_MAX_SKIPS),
+            background_failed_at=timezone.now(),
+            background_failure_key=fingerprint,
+            background_failure=result.detail,
+        )
+    elif setup.background_skips_left and result.detail.startswith("Backed off"):
+        ExchangeSyncSetup.objects.filter(pk=setup.pk).update(
+            background_skips_left=setup.background_skips_left - 1
+        )
+
+
+def _renew_entry(*, log: JobQueueLogEntry) -> None:
+    """A pass's progress keeps its entry's claim from going stale."""
+    JobQueueEntry.objects.filter(pk=log.entry_id, status=JobStatus.IN_PROCESS).update(
+        claimed_at=timezone.now()
+    )
+
+
+def _close_pass(*, log_id: int) -> None:
+    """Close the pass once every user has an outcome. Several deliveries may see that at once: the
+    conditional UPDATE lets exactly one of them close it and set its entry Ready again."""
+    users = PassUser.objects.filter(log_entry_id=log_id)
+    if users.filter(finished_at__isnull=True).exists():
+        return
+    counts = users.aggregate(
+        synced=Count("pk", filter=Q(outcome=PassOutcome.SYNCED)),
+        skipped=Count("pk", filter=Q(outcome=PassOutcome.SKIPPED)),
+        failed=Count("pk", filter=Q(outcome=PassOutcome.FAILED)),
+    )
+    failures = [
+        f"{user} ({detail})"
+        for user, detail in users.filter(outcome=PassOutcome.FAILED)
+        .order_by("user__username")
+        .values_list("user__username", "detail")
+    ]
+    skips = [
+        f"{user} ({detail})"
+        for user, detail in users.filter(outcome=PassOutcome.SKIPPED)
+        .order_by("user__username")
+        .values_list("user__username", "detail")
+    ]
+    message = "; ".join(
+        part
+        for part in (
+            f"Contact sync failed for {len(failures)} users: " + "; ".join(failures) if failures else "",
+            f"Skipped {len(skips)} users: " + "; ".join(skips) if skips else "",
+        )
+        if part
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        if not JobQueueLogEntry.objects.filter(pk=log_id, status=LogStatus.IN_PROCESS).update(
+            status=LogStatus.SUCCESS_WITH_FAILURES if failures else LogStatus.SUCCESS,
+            ended_at=now,
+            users_synced=counts["synced"],
+            users_skipped=counts["skipped"],
+            users_failed=counts["failed"],
+            error_message=message,
+        ):
+            return
+        log = JobQueueLogEntry.objects.get(pk=log_id)
+        entry = JobQueueEntry.objects.select_for_update().filter(pk=log.entry_id).first()
+        newest = entry and entry.log_entries.order_by("-started_at", "-pk").values_list("pk", flat=True)[0]
+        if entry is None or entry.status != JobStatus.IN_PROCESS or newest != log_id:
+            return
+        _finish_entry(entry=entry, due=entry.next_run_at, started_at=log.started_at, error="")
 
 
 # What each Object ID to Run runs. A runner raises JobFailed with a readable message on failure.
-RUNNERS: dict[int, Callable[[JobQueueEntry, Claim], None]] = {
+# A runner that returns an open Job Queue Log Entry leaves its entry In Process: the pass closes it.
+RUNNERS: dict[int, Callable[[JobQueueEntry, Claim], JobQueueLogEntry | None]] = {
     CodeunitId.CONTACT_SYNC: sync_contacts_of_background_users,
 }
 
@@ -262,7 +503,8 @@ def run_job_queue_entry(*, entry_id: int) -> JobQueueEntry | None:
     try:
         if runner is None:
             raise JobFailed(entry.unknown_object_message())
-        runner(entry, claim)
+        if runner(entry, claim) is not None:
+            return JobQueueEntry.objects.filter(pk=entry_id).first()
     except JobFailed as exc:
         error = str(exc)
     except Exception as exc:
@@ -272,14 +514,20 @@ def run_job_queue_entry(*, entry_id: int) -> JobQueueEntry | None:
         entry = JobQueueEntry.objects.select_for_update().filter(pk=entry_id).first()
         if entry is None or entry.claimed_at != claim.claimed_at:
             return entry  # deleted meanwhile, or taken over as stale: that run records the outcome
-        entry.status = JobStatus.ERROR if error else JobStatus.READY
-        entry.last_error = error
-        entry.last_run_at = now
-        entry.claimed_at = None
-        entry.next_run_at = entry.next_run(anchor=due, now=timezone.now())
-        entry.save(update_fields=["status", "last_error", "last_run_at", "claimed_at", "next_run_at"])
-        _sync_schedule(entry)
+        _finish_entry(entry=entry, due=due, started_at=now, error=error)
     return entry
+
+
+def _finish_entry(*, entry: JobQueueEntry, due: datetime | None, started_at: datetime, error: str) -> None:
+    """End a run: Ready (or Error) again, next run computed, Schedule in step. Call inside a
+    transaction holding the entry's row."""
+    entry.status = JobStatus.ERROR if error else JobStatus.READY
+    entry.last_error = error
+    entry.last_run_at = started_at
+    entry.claimed_at = None
+    entry.next_run_at = entry.next_run(anchor=due, now=timezone.now())
+    entry.save(update_fields=["status", "last_error", "last_run_at", "claimed_at", "next_run_at"])
+    _sync_schedule(entry)
 
 
 def ensure_contact_sync_entry(*, user: AbstractBaseUser) -> JobQueueEntry:

@@ -16,11 +16,16 @@ from exchange_sync.models import (
     ContactSyncSetup,
     ExchangeSyncSetup,
     JobQueueEntry,
+    JobQueueLogEntry,
     JobStatus,
+    LogStatus,
+    PassOutcome,
+    PassUser,
     RunStatus,
     SyncMode,
     SyncRun,
     SyncTrigger,
+    UserCard,
 )
 from exchange_sync.services import job_queue
 from exchange_sync.services.contact_sync import request_contact_sync
@@ -221,8 +226,17 @@ def test_a_recurring_entry_needs_minutes_and_a_weekday(staff_user):
 # --- a run ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _tasks_run_inline(monkeypatch):
+    """A pass's user tasks run as they are queued, in this process (tests/exchange_sync/
+    test_job_queue_processes.py runs them on real clusters)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
 @pytest.mark.django_db
-def test_one_failing_user_does_not_stop_the_others_and_is_named_in_the_error(m365, settings):
+def test_one_failing_user_does_not_stop_the_others_is_named_on_the_pass_and_the_entry_stays_ready(m365):
     PersonFactory.create_batch(3)
     ann = background_user(m365, "ann")
     carl = background_user(m365, "carl", mailbox=False)  # his mailbox does not exist in Microsoft 365
@@ -233,9 +247,20 @@ def test_one_failing_user_does_not_stop_the_others_and_is_named_in_the_error(m36
     before = timezone.now()
     entry = job_queue.run_job_queue_entry(entry_id=entry.pk)
 
-    assert entry.status == JobStatus.ERROR
-    assert "Contact sync failed for 1 of 3 users: carl (sync run #" in entry.last_error
-    assert "ann" not in entry.last_error and "bob" not in entry.last_error
+    assert (entry.status, entry.last_error, entry.claimed_at) == (JobStatus.READY, "", None)
+    assert entry.last_run_at >= before and entry.next_run_at > timezone.now()
+    assert the_schedule(entry).repeats == -1  # the schedule goes on for everyone
+    log = entry.log_entries.get()
+    assert (log.status, log.users_total, log.users_synced, log.users_skipped, log.users_failed) == (
+        LogStatus.SUCCESS_WITH_FAILURES,
+        3,
+        2,
+        0,
+        1,
+    )
+    assert log.ended_at >= log.started_at >= before
+    assert "Contact sync failed for 1 users: carl (sync run #" in log.error_message
+    assert "ann" not in log.error_message and "bob" not in log.error_message
     runs = SyncRun.objects.filter(job_queue_entry=entry)
     assert {(run.user.username, run.status) for run in runs} == {
         ("ann", RunStatus.SUCCEEDED),
@@ -244,14 +269,74 @@ def test_one_failing_user_does_not_stop_the_others_and_is_named_in_the_error(m36
     }
     assert {(run.mode, run.trigger) for run in runs} == {(SyncMode.SYNC, SyncTrigger.JOB_QUEUE)}
     assert len(folder_emails(m365, ann)) == len(folder_emails(m365, bob)) == 3
-    assert entry.last_run_at >= before and entry.next_run_at > timezone.now()
-    assert entry.claimed_at is None
-    assert the_schedule(entry).repeats == 0  # Error: paused until Set Status to Ready
     assert ContactSyncSetup.objects.filter(user=carl, active_run__isnull=False).count() == 0
+    assert "Backed off after 1 failed" in job_queue.describe_backoff(
+        setup=ExchangeSyncSetup.objects.get(user=carl)
+    )
+
+
+def run_pass(entry: JobQueueEntry) -> JobQueueLogEntry:
+    JobQueueEntry.objects.filter(pk=entry.pk).update(next_run_at=timezone.now())  # due now
+    job_queue.run_job_queue_entry(entry_id=entry.pk)
+    return entry.log_entries.order_by("-started_at", "-pk").first()
 
 
 @pytest.mark.django_db
-def test_a_user_without_a_microsoft_365_email_gets_a_failed_run_and_a_busy_user_is_skipped(m365):
+def test_a_failing_user_is_backed_off_1_then_2_passes_until_the_setup_changes(m365):
+    ann = background_user(m365, "ann")
+    carl = background_user(m365, "carl", mailbox=False)
+    entry = new_entry(ann)
+
+    def carls_part(log):
+        return log.users.get(user=carl)
+
+    outcomes = []
+    for _ in range(5):
+        part = carls_part(run_pass(entry))
+        outcomes.append(part.outcome)
+    # failed, skipped 1, failed again, skipped 2
+    assert outcomes == [
+        PassOutcome.FAILED,
+        PassOutcome.SKIPPED,
+        PassOutcome.FAILED,
+        PassOutcome.SKIPPED,
+        PassOutcome.SKIPPED,
+    ]
+    log = entry.log_entries.order_by("-started_at", "-pk").first()
+    assert log.status == LogStatus.SUCCESS and log.users_skipped == 1
+    assert "Skipped 1 users: carl (Backed off after 2 failed" in log.error_message
+    assert SyncRun.objects.filter(user=carl).count() == 2  # the skipped passes cost nothing
+    assert JobQueueEntry.objects.get(pk=entry.pk).status == JobStatus.READY
+
+    # His mailbox is created and his email corrected: the next pass syncs him.
+    m365.emulator.add_mailbox("carl@contoso.test")
+    UserCard.objects.filter(user=carl).update(microsoft_365_email="carl@contoso.test")
+    assert carls_part(run_pass(entry)).outcome == PassOutcome.SYNCED
+    carl.exchange_sync_setup.refresh_from_db()
+    assert (
+        carl.exchange_sync_setup.background_failures,
+        job_queue.describe_backoff(setup=carl.exchange_sync_setup),
+    ) == (0, "")
+
+
+@pytest.mark.django_db
+def test_a_sync_pressed_by_a_person_ends_the_back_off(m365, django_capture_on_commit_callbacks):
+    ann = background_user(m365, "ann")
+    carl = background_user(m365, "carl", mailbox=False)
+    entry = new_entry(ann)
+    assert run_pass(entry).users.get(user=carl).outcome == PassOutcome.FAILED
+    m365.emulator.add_mailbox(carl.user_card.microsoft_365_email)
+    with django_capture_on_commit_callbacks(execute=True):
+        request_contact_sync(user=carl, mode=SyncMode.SYNC)  # his Sync button (runs inline)
+    part = run_pass(entry).users.get(user=carl)
+    # His own run since the pass started did the work; the back-off is over either way.
+    assert part.outcome == PassOutcome.SYNCED
+    carl.exchange_sync_setup.refresh_from_db()
+    assert carl.exchange_sync_setup.background_failures == 0
+
+
+@pytest.mark.django_db
+def test_a_user_without_a_microsoft_365_email_fails_and_a_busy_user_is_skipped_as_already_running(m365):
     PersonFactory.create_batch(2)
     ann = background_user(m365, "ann")
     busy = background_user(m365, "bob")
@@ -260,13 +345,51 @@ def test_a_user_without_a_microsoft_365_email_gets_a_failed_run_and_a_busy_user_
     ExchangeSyncSetup.objects.create(user=no_email, enabled=True)
     entry = job_queue.run_job_queue_entry(entry_id=new_entry(ann).pk)
 
-    assert entry.status == JobStatus.ERROR
-    assert (
-        "1 of 3 users: eve (sync run #" in entry.last_error and "no Microsoft 365 email" in entry.last_error
-    )
+    assert entry.status == JobStatus.READY
+    log = entry.log_entries.get()
+    assert (log.users_synced, log.users_skipped, log.users_failed) == (1, 1, 1)
+    assert "1 users: eve (sync run #" in log.error_message and "no Microsoft 365 email" in log.error_message
+    assert "bob (already running" in log.error_message
     assert SyncRun.objects.get(user=no_email).status == RunStatus.FAILED
     assert not SyncRun.objects.filter(user=busy, job_queue_entry=entry).exists()
     assert len(folder_emails(m365, ann)) == 2
+
+
+@pytest.mark.django_db
+def test_a_user_delivered_twice_in_one_pass_is_synced_once(m365):
+    ann = background_user(m365, "ann")
+    entry = new_entry(ann)
+    log = run_pass(entry)
+    part = log.users.get()
+    assert job_queue.run_pass_user(log_entry_id=log.pk, user_id=ann.pk).startswith("skipped")
+    assert SyncRun.objects.filter(user=ann).count() == 1
+    # A delivery whose claim went stale before it recorded anything: the next one records the run.
+    PassUser.objects.filter(pk=part.pk).update(finished_at=None, outcome="", claimed_at=None)
+    JobQueueLogEntry.objects.filter(pk=log.pk).update(status=LogStatus.IN_PROCESS, ended_at=None)
+    assert job_queue.run_pass_user(log_entry_id=log.pk, user_id=ann.pk).startswith("synced: sync run #")
+    assert SyncRun.objects.filter(user=ann).count() == 1
+    assert JobQueueLogEntry.objects.get(pk=log.pk).status == LogStatus.SUCCESS
+
+
+@pytest.mark.django_db
+def test_a_stale_pass_is_resumed_by_the_next_delivery_and_finishes_only_the_missing_users(m365, settings):
+    ann = background_user(m365, "ann")
+    bob = background_user(m365, "bob")
+    entry = new_entry(ann)
+    # A pass whose worker died after ann: bob's task was lost with it.
+    JobQueueEntry.objects.filter(pk=entry.pk).update(
+        status=JobStatus.IN_PROCESS,
+        claimed_at=timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS + 5),
+    )
+    log = JobQueueLogEntry.objects.create(entry=entry, users_total=2)
+    PassUser.objects.create(log_entry=log, user=ann, finished_at=timezone.now(), outcome=PassOutcome.SYNCED)
+    PassUser.objects.create(log_entry=log, user=bob)
+
+    entry = job_queue.run_job_queue_entry(entry_id=entry.pk)
+    assert entry.status == JobStatus.READY
+    log.refresh_from_db()
+    assert (log.status, log.users_synced) == (LogStatus.SUCCESS, 2)
+    assert list(SyncRun.objects.values_list("user__username", flat=True)) == ["bob"]
 
 
 @pytest.mark.django_db
