@@ -32,6 +32,15 @@ def _static_files_without_collectstatic(settings):
 
 
 @pytest.fixture
+def inline_tasks(monkeypatch):
+    """django-q2 tasks run as they are queued, in this process: a Job Queue pass's user tasks run
+    before run_job_queue_entry returns (the process tests run them on real clusters instead)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
 def m365_emulator():
     """A running Microsoft 365 emulator (sign-in + Graph contacts) on a free port.
 

@@ -227,12 +227,8 @@ def test_a_recurring_entry_needs_minutes_and_a_weekday(staff_user):
 
 
 @pytest.fixture(autouse=True)
-def _tasks_run_inline(monkeypatch):
-    """A pass's user tasks run as they are queued, in this process (tests/exchange_sync/
-    test_job_queue_processes.py runs them on real clusters)."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", True)
+def _tasks_run_inline(inline_tasks):
+    """tests/exchange_sync/test_job_queue_processes.py runs a pass's user tasks on real clusters."""
 
 
 @pytest.mark.django_db
