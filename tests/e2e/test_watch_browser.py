@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 from exchange_sync.models import (
     ActivityLog,
     Direction,
+    ExchangeSyncSetup,
     JobQueueEntry,
     JobStatus,
     Outcome,
@@ -34,11 +35,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def run_the_schedule(entry: JobQueueEntry) -> None:
+    """A pass that reaches every user: the passes a failing user's back-off skips go by in between."""
     JobQueueEntry.objects.filter(pk=entry.pk).update(status=JobStatus.READY, next_run_at=timezone.now())
+    ExchangeSyncSetup.objects.update(background_skips_left=0)
     job_queue.run_job_queue_entry(entry_id=entry.pk)
 
 
-def test_the_health_page_and_a_salespersons_own_row(live_server, m365, page: Page, shot, dialogs):
+def test_the_health_page_and_a_salespersons_own_row(
+    live_server, m365, page: Page, shot, dialogs, inline_tasks
+):
     base = live_server.url
     PersonFactory.create_batch(3)
     UserFactory(username="boss", is_superuser=True)
@@ -51,7 +56,6 @@ def test_the_health_page_and_a_salespersons_own_row(live_server, m365, page: Pag
     entry = JobQueueEntry.objects.get()
     for _ in range(3):
         run_the_schedule(entry)
-    job_queue.set_job_queue_entry_ready(entry=entry)
 
     log_in(page, base, "boss")
     page.get_by_role("link", name="Sync health").first.click()
