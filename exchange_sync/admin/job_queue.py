@@ -7,12 +7,14 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.shortcuts import redirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from ..models import CodeunitId, JobQueueEntry, JobStatus
+from ..models import CodeunitId, JobQueueEntry, JobQueueLogEntry, JobStatus, PassUser
 from ..services import job_queue
 from .ownership import OwnedByUserAdmin, post_only_object
+
+LOG_ENTRIES_ON_CARD = 10
 
 JOB_QUEUE_BUTTONS = {
     "run-now": ("Run Now", job_queue.run_job_queue_entry_now, "is queued to run now"),
@@ -63,9 +65,17 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
                 )
             },
         ),
-        ("Runs", {"fields": ("last_run_at", "next_run", "last_error", "sync_runs")}),
+        ("Runs", {"fields": ("last_run_at", "next_run", "last_error", "sync_runs", "log_entries")}),
     )
-    readonly_fields = ("object_caption", "status", "last_run_at", "next_run", "last_error", "sync_runs")
+    readonly_fields = (
+        "object_caption",
+        "status",
+        "last_run_at",
+        "next_run",
+        "last_error",
+        "sync_runs",
+        "log_entries",
+    )
     actions = ["run_now_selected", "set_on_hold_selected", "set_ready_selected"]
 
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
@@ -108,6 +118,45 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
             changelist,
             last,
             changelist,
+            every,
+        )
+
+    @admin.display(description="Job Queue Log Entries")
+    def log_entries(self, obj: JobQueueEntry) -> str:
+        if obj.pk is None:
+            return "—"
+        newest = list(obj.log_entries.all()[:LOG_ENTRIES_ON_CARD])
+        if not newest:
+            return "No passes yet."
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{} / {} / {} of {}</td>'
+            "<td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:exchange_sync_jobqueuelogentry_change", args=[log.pk]),
+                    log.started_at,
+                    log.ended_at or "—",
+                    log.get_status_display(),
+                    log.users_synced,
+                    log.users_skipped,
+                    log.users_failed,
+                    log.users_total,
+                    log.error_message if len(log.error_message) <= 200 else log.error_message[:199] + "…",
+                )
+                for log in newest
+            ),
+        )
+        every = (
+            reverse("admin:exchange_sync_jobqueuelogentry_changelist")
+            + "?"
+            + urlencode({"entry__id__exact": obj.pk})
+        )
+        return format_html(
+            '<table class="job-queue-log"><thead><tr><th>Start</th><th>End</th><th>Status</th>'
+            "<th>Synced / skipped / failed</th><th>Error Message</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}">all log entries</a></p>',
+            rows,
             every,
         )
 
@@ -166,3 +215,62 @@ class JobQueueEntryAdmin(OwnedByUserAdmin):
     def set_ready_selected(self, request: HttpRequest, queryset: QuerySet):
         for entry in queryset:
             self._apply(request, entry, "ready")
+
+
+@admin.register(JobQueueLogEntry)
+class JobQueueLogEntryAdmin(OwnedByUserAdmin):
+    """Business Central's Job Queue Log Entries (474): one row per pass, newest first, read-only,
+    each with its users' outcomes."""
+
+    owner_field = "entry__user"
+    list_display = (
+        "started_at",
+        "ended_at",
+        "entry",
+        "status",
+        "users_total",
+        "users_synced",
+        "users_skipped",
+        "users_failed",
+    )
+    list_filter = ("status",)
+    list_select_related = ("entry",)
+    fields = (
+        "entry",
+        "started_at",
+        "ended_at",
+        "status",
+        "users_total",
+        "users_synced",
+        "users_skipped",
+        "users_failed",
+        "error_message",
+        "user_outcomes",
+    )
+    readonly_fields = fields
+
+    def is_owner(self, request: HttpRequest, obj) -> bool:
+        return request.user.is_superuser or obj.entry.user_id == request.user.pk
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.readonly_fields  # everything already: the owner is the entry's user
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Users")
+    def user_outcomes(self, obj: JobQueueLogEntry) -> str:
+        users = PassUser.objects.filter(log_entry=obj).select_related("user").order_by("user__username")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((part.user, part.get_outcome_display() or "Not finished", part.detail) for part in users),
+        )
+        return format_html(
+            '<table class="job-queue-log-users"><thead><tr><th>User</th><th>Outcome</th><th>Detail</th>'
+            "</tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )

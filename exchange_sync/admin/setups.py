@@ -193,7 +193,10 @@ class ContactSyncSetupAdmin(SetupAdmin):
                 )
             },
         ),
-        ("Synchronization", {"fields": ("last_sync_at", "watermark", "background_sync", "active_run")}),
+        (
+            "Synchronization",
+            {"fields": ("last_sync_at", "watermark", "background_sync", "background_backoff", "active_run")},
+        ),
     )
     readonly_fields = (
         "user",
@@ -201,6 +204,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
         "last_sync_at",
         "watermark",
         "background_sync",
+        "background_backoff",
         "active_run",
     )
     actions = ["validate_connections", "sync_selected", "full_sync_selected", "preview_selected"]
@@ -212,6 +216,13 @@ class ContactSyncSetupAdmin(SetupAdmin):
     @admin.display(description="Enable Background Synchronization", boolean=True)
     def background_sync(self, obj: ContactSyncSetup) -> bool:
         return ExchangeSyncSetup.objects.filter(user_id=obj.user_id, enabled=True).exists()
+
+    @admin.display(description="Background back-off")
+    def background_backoff(self, obj: ContactSyncSetup) -> str:
+        exchange = ExchangeSyncSetup.objects.filter(user_id=obj.user_id).first()
+        return (
+            exchange and job_queue.describe_backoff(setup=exchange)
+        ) or "None: background passes sync this user."
 
     def own_object(self, request: HttpRequest) -> ContactSyncSetup:
         _, setup = contact_sync.setups_for(user=request.user)
