@@ -1,0 +1,358 @@
+"""The pass benchmark behind `manage.py bench_pass` (README.md, "Performance").
+
+The parent creates a scratch PostgreSQL database (its name must contain "bench"; it is dropped at
+the end), starts the Microsoft 365 emulator as a process of its own with the default latency profile
+and Microsoft's per-mailbox rate limit, and runs a driver child (`bench_pass --worker-out ...`) on the
+scratch database. The driver seeds U users with background synchronization on and C contacts, starts
+two default clusters of K/2 workers each (two hosts) and one interactive cluster of one worker, runs
+one pass of the Codeunit 6700 entry (every user's first sync: C creates each), presses one person's
+Sync button when half the users are done, and reads the figures back from the database and the
+emulator's counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection, transaction
+
+from contacts.models import Contact, ContactType
+from exchange_sync.models import (
+    ConnectionStatus,
+    ExchangeSyncSetup,
+    JobQueueEntry,
+    JobQueueLogEntry,
+    PassUser,
+    RunStatus,
+    SyncMode,
+    SyncRun,
+    SyncTrigger,
+    UserCard,
+)
+from exchange_sync.services import contact_sync, job_queue
+from m365_emulator.config import EmulatorConfig
+from m365_emulator.control import EmulatorControl, emulator_process
+
+from .bench import Profile, lower_bound_s
+from .child import child_env, emulator_login, manage_py
+
+DOMAIN = "bench.test"
+WALK_IN = "walkin"
+READY_TIMEOUT_S = 60
+PASS_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class PassResult:
+    users: int
+    contacts: int
+    workers: int
+    pass_wall_s: float
+    sum_user_runs_s: float
+    longest_user_run_s: float
+    user_bound_s: float
+    pass_bound_s: float
+    ratio_to_bound: float
+    graph_requests: int
+    graph_inner_requests: int
+    throttled: int
+    inner_throttled: int
+    db_queries_per_user: int
+    button_start_delay_s: float
+    button_started_before_pass_end: bool
+    users_synced: int
+
+
+# --- the parent ----------------------------------------------------------------------------------
+
+
+def run_pass_benchmark(
+    *,
+    database_url: str,
+    users: int,
+    contacts: int,
+    workers: int,
+    profile: Profile,
+    progress: Callable[[str], None],
+) -> PassResult:
+    """`database_url`: a PostgreSQL database to create and drop, or "" for a scratch SQLite file
+    (one host; the smoke test's choice, not the benchmark's)."""
+    config = EmulatorConfig()
+    emulator_args = [
+        "--latency-ms", str(profile.latency_ms),
+        "--item-latency-ms", str(profile.item_latency_ms),
+        "--max-concurrency", str(profile.max_concurrency),
+        "--mailbox-domain", DOMAIN,
+    ]  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="bcsync-bench-pass-") as scratch,
+        _scratch_database(database_url),
+        emulator_process(*emulator_args) as url,
+    ):
+        out = Path(scratch) / "result.json"
+        login = emulator_login(
+            url=url, tenant=config.tenant, client_id=config.client_id, client_secret=config.client_secret
+        )
+        env = child_env(var_dir=Path(scratch), database_url=database_url, **login, LOG_LEVEL="WARNING")
+        command = manage_py(
+            "bench_pass",
+            "--users", str(users), "--contacts", str(contacts), "--workers", str(workers),
+            "--latency-ms", str(profile.latency_ms), "--item-latency-ms", str(profile.item_latency_ms),
+            "--max-concurrency", str(profile.max_concurrency),
+            "--worker-emulator-url", url, "--worker-out", str(out),
+        )  # fmt: skip
+        progress(f"Pass over {users} users x {contacts} contacts, {workers} workers, emulator at {url}")
+        subprocess.run(command, env=env, check=True, cwd=settings.BASE_DIR)  # noqa: S603 - our own command
+        return PassResult(**json.loads(out.read_text()))
+
+
+@contextlib.contextmanager
+def _scratch_database(database_url: str) -> Iterator[None]:
+    """The PostgreSQL database named by `database_url`, created empty and dropped afterwards. Its
+    name must contain "bench", so that a real database can never be named by mistake."""
+    if not database_url:
+        yield
+        return
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if parts.scheme not in ("postgres", "postgresql") or "bench" not in name or not name.isidentifier():
+        raise ValueError(
+            "--database-url must name a PostgreSQL database whose name contains 'bench' (it is dropped "
+            f"and recreated), not one named {name!r}."
+        )
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def format_result(result: PassResult) -> str:
+    rows = [
+        ("users x contacts, workers", f"{result.users} x {result.contacts}, {result.workers}"),
+        ("pass wall time", f"{result.pass_wall_s:.1f} s"),
+        ("sum of user runs", f"{result.sum_user_runs_s:.1f} s (longest {result.longest_user_run_s:.2f} s)"),
+        ("user run bound", f"{result.user_bound_s:.2f} s each"),
+        ("pass lower bound", f"{result.pass_bound_s:.1f} s"),
+        ("ratio to bound", f"{result.ratio_to_bound:.2f}"),
+        ("Graph requests", f"{result.graph_requests} HTTP, {result.graph_inner_requests} inner"),
+        ("throttled", f"{result.throttled} HTTP, {result.inner_throttled} inner"),
+        ("DB queries per user", str(result.db_queries_per_user)),
+        ("button start delay", f"{result.button_start_delay_s:.2f} s"),
+        ("button ran before the pass ended", "yes" if result.button_started_before_pass_end else "NO"),
+        ("users synced", f"{result.users_synced} of {result.users}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+# --- the driver (a child on the scratch database) --------------------------------------------------
+
+
+class _QueryCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def drive_pass(
+    *,
+    users: int,
+    contacts: int,
+    workers: int,
+    emulator_url: str,
+    profile: Profile,
+    progress: Callable[[str], None],
+) -> PassResult:
+    call_command("migrate", verbosity=0)
+    control = EmulatorControl(emulator_url)
+    entry, walk_in = _seed(users=users, contacts=contacts)
+    var_dir = Path(settings.VAR_DIR)
+    clusters = _start_clusters(workers=workers, var_dir=var_dir)
+    try:
+        control.reset_stats()
+        progress("Clusters ready; the pass starts")
+        delivered = time.time()
+        job_queue.run_job_queue_entry(entry_id=entry.pk)  # the Schedule's delivery, done here
+        log = JobQueueLogEntry.objects.get()
+        # One user's part measured in this process, for its database queries; the clusters skip it.
+        probe = PassUser.objects.filter(log_entry=log).order_by("-user_id").first()
+        queries = _QueryCounter()
+        with connection.execute_wrapper(queries):
+            job_queue.run_pass_user(log_entry_id=log.pk, user_id=probe.user_id)
+        pressed = None
+        while not JobQueueLogEntry.objects.filter(pk=log.pk, ended_at__isnull=False).exists():
+            _check_alive(clusters, var_dir)
+            done = PassUser.objects.filter(log_entry=log, finished_at__isnull=False).count()
+            if pressed is None and done >= users // 2:
+                progress(f"{done} of {users} users done: {WALK_IN} presses Sync")
+                pressed = contact_sync.request_contact_sync(
+                    user=walk_in, mode=SyncMode.SYNC, trigger=SyncTrigger.BUTTON
+                )
+            if time.time() - delivered > PASS_TIMEOUT_S:
+                raise RuntimeError("The pass did not end within an hour.")
+            time.sleep(0.5)
+        while (
+            pressed is not None
+            and not SyncRun.objects.filter(
+                pk=pressed.pk, status__in=[RunStatus.SUCCEEDED, RunStatus.FAILED]
+            ).exists()
+        ):
+            _check_alive(clusters, var_dir)
+            time.sleep(0.2)
+    finally:
+        _stop(clusters)
+    stats = control.stats()
+    return _figures(
+        log=JobQueueLogEntry.objects.get(pk=log.pk),
+        delivered=delivered,
+        pressed=SyncRun.objects.get(pk=pressed.pk) if pressed else None,
+        users=users,
+        contacts=contacts,
+        workers=workers,
+        profile=profile,
+        stats=stats,
+        queries=queries.count,
+    )
+
+
+def _seed(*, users: int, contacts: int) -> tuple[JobQueueEntry, object]:
+    User = get_user_model()
+    with transaction.atomic():
+        Contact.objects.bulk_create(
+            Contact(
+                type=ContactType.PERSON,
+                first_name=f"First{i}",
+                surname=f"Surname{i}",
+                email=f"person{i}@customers.test",
+                company_name="Bench Ltd",
+                city="Leeds",
+            )
+            for i in range(contacts)
+        )
+        people = User.objects.bulk_create(User(username=f"sp{n:05d}", is_staff=True) for n in range(users))
+        walk_in = User.objects.create(username=WALK_IN, is_staff=True)
+        UserCard.objects.bulk_create(
+            UserCard(user=user, microsoft_365_email=f"{user.username}@{DOMAIN}")
+            for user in [*people, walk_in]
+        )
+        ExchangeSyncSetup.objects.bulk_create(
+            ExchangeSyncSetup(
+                user=user, connection_status=ConnectionStatus.CONNECTED, enabled=user is not walk_in
+            )
+            for user in [*people, walk_in]
+        )
+        entry = job_queue.ensure_contact_sync_entry(user=people[0])
+    # The walk-in's first sync is done before the pass, so their button press is an everyday Sync.
+    run = contact_sync.request_contact_sync(
+        user=walk_in, mode=SyncMode.SYNC, trigger=SyncTrigger.COMMAND, enqueue=False
+    )
+    contact_sync.run_contact_sync(run_id=run.pk)
+    return entry, walk_in
+
+
+def _start_clusters(*, workers: int, var_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
+    base = {**os.environ, "LOG_LEVEL": "INFO"}
+    half = max(1, workers // 2)
+    specs = [
+        ("host-1", {"Q_WORKERS": str(half)}),
+        ("host-2", {"Q_WORKERS": str(workers - half)}),
+        ("interactive", {"Q_CLUSTER_NAME": "interactive", "Q_INTERACTIVE_WORKERS": "1"}),
+    ]
+    clusters = []
+    for name, variables in specs:
+        log = var_dir / f"qcluster-{name}.log"
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            manage_py("qcluster"),
+            env={**base, **variables},
+            cwd=settings.BASE_DIR,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        clusters.append((process, log))
+    deadline = time.time() + READY_TIMEOUT_S
+    while not all("running." in log.read_text() for _, log in clusters):
+        _check_alive(clusters, var_dir)
+        if time.time() > deadline:
+            raise RuntimeError("The clusters did not start in time.")
+        time.sleep(0.2)
+    return clusters
+
+
+def _check_alive(clusters, var_dir: Path) -> None:
+    for process, log in clusters:
+        if process.poll() is not None:
+            raise RuntimeError(f"A cluster stopped: {log.read_text()[-2000:]}")
+
+
+def _stop(clusters) -> None:
+    for process, _ in clusters:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.time() + 10  # the figures are in the database by now: no long graceful stop
+    for process, _ in clusters:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _figures(*, log, delivered, pressed, users, contacts, workers, profile, stats, queries) -> PassResult:
+    runs = list(
+        SyncRun.objects.filter(
+            job_queue_entry=log.entry, trigger=SyncTrigger.JOB_QUEUE, started_at__isnull=False
+        ).values_list("started_at", "finished_at")
+    )
+    durations = [(end - start).total_seconds() for start, end in runs if end]
+    user_bound = lower_bound_s(profile=profile, reads=0, writes=contacts)
+    pass_bound = max(user_bound * users / workers, user_bound)
+    wall = log.ended_at.timestamp() - delivered
+    return PassResult(
+        users=users,
+        contacts=contacts,
+        workers=workers,
+        pass_wall_s=round(wall, 2),
+        sum_user_runs_s=round(sum(durations), 2),
+        longest_user_run_s=round(max(durations, default=0.0), 2),
+        user_bound_s=round(user_bound, 3),
+        pass_bound_s=round(pass_bound, 2),
+        ratio_to_bound=round(wall / pass_bound, 2),
+        graph_requests=stats["graph_requests"],
+        graph_inner_requests=stats["inner_requests"],
+        throttled=stats["throttled"],
+        inner_throttled=stats["inner_throttled"],
+        db_queries_per_user=queries,
+        button_start_delay_s=round((pressed.started_at - pressed.queued_at).total_seconds(), 2)
+        if pressed
+        else math.nan,
+        button_started_before_pass_end=bool(pressed and pressed.started_at < log.ended_at),
+        users_synced=log.users_synced,
+    )
+
+
+def write_json(*, path: Path, result: PassResult) -> None:
+    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
