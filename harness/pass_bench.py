@@ -67,7 +67,7 @@ class PassResult:
     longest_user_run_s: float
     user_bound_s: float
     pass_bound_s: float
-    ratio_to_bound: float
+    ratio_to_bound: float | None  # None when the bound is 0 (a zero-latency profile)
     graph_requests: int
     graph_inner_requests: int
     throttled: int
@@ -153,7 +153,7 @@ def format_result(result: PassResult) -> str:
         ("sum of user runs", f"{result.sum_user_runs_s:.1f} s (longest {result.longest_user_run_s:.2f} s)"),
         ("user run bound", f"{result.user_bound_s:.2f} s each"),
         ("pass lower bound", f"{result.pass_bound_s:.1f} s"),
-        ("ratio to bound", f"{result.ratio_to_bound:.2f}"),
+        ("ratio to bound", "-" if result.ratio_to_bound is None else f"{result.ratio_to_bound:.2f}"),
         ("Graph requests", f"{result.graph_requests} HTTP, {result.graph_inner_requests} inner"),
         ("throttled", f"{result.throttled} HTTP, {result.inner_throttled} inner"),
         ("DB queries per user", str(result.db_queries_per_user)),
@@ -340,7 +340,7 @@ def _figures(*, log, delivered, pressed, users, contacts, workers, profile, stat
         longest_user_run_s=round(max(durations, default=0.0), 2),
         user_bound_s=round(user_bound, 3),
         pass_bound_s=round(pass_bound, 2),
-        ratio_to_bound=round(wall / pass_bound, 2),
+        ratio_to_bound=round(wall / pass_bound, 2) if pass_bound else None,
         graph_requests=stats["graph_requests"],
         graph_inner_requests=stats["inner_requests"],
         throttled=stats["throttled"],

@@ -290,7 +290,8 @@ def run_pass_user(*, log_entry_id: int, user_id: int) -> str:
             finished_at=timezone.now(), outcome=result.outcome, detail=result.detail, run_id=result.run_id
         ):
             return "skipped: another delivery recorded this user"
-        _note_backoff(user=pass_user.user, result=result, fingerprint=fingerprint)
+        # The run may have changed the setup (a folder it created): the back-off holds from here.
+        _note_backoff(user=pass_user.user, result=result, fingerprint=setup_fingerprint(user=pass_user.user))
     _renew_entry(log=log)
     _close_pass(log_id=log.pk)
     return f"{result.outcome}: {result.detail}"
