@@ -84,21 +84,13 @@ class BackgroundSyncLocked(BackgroundSyncRefused):
 
 
 class Claim:
-    """A run's hold on its entry. `renew()` keeps it from going stale between units of work and
-    answers False once another delivery has taken the entry over."""
+    """A run's hold on its entry: the claimed_at it wrote. A run that finds another value when it
+    ends was taken over as stale, and leaves the outcome to the run that took it. A pass's user
+    tasks renew the entry's claimed_at as they progress (_renew_entry)."""
 
     def __init__(self, *, entry_id: int, claimed_at: datetime) -> None:
         self.entry_id = entry_id
         self.claimed_at = claimed_at
-
-    def renew(self) -> bool:
-        now = timezone.now()
-        if not JobQueueEntry.objects.filter(pk=self.entry_id, claimed_at=self.claimed_at).update(
-            claimed_at=now
-        ):
-            return False
-        self.claimed_at = now
-        return True
 
 
 class JobFailed(Exception):
