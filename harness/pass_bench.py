@@ -68,6 +68,9 @@ class PassResult:
     user_bound_s: float
     pass_bound_s: float
     ratio_to_bound: float | None  # None when the bound is 0 (a zero-latency profile)
+    # The pass's wall time against its user runs as they really took, spread over K workers (never less
+    # than the longest): how much the fan-out itself loses, whatever each run costs.
+    ratio_to_runs: float | None
     graph_requests: int
     graph_inner_requests: int
     throttled: int
@@ -154,6 +157,10 @@ def format_result(result: PassResult) -> str:
         ("user run bound", f"{result.user_bound_s:.2f} s each"),
         ("pass lower bound", f"{result.pass_bound_s:.1f} s"),
         ("ratio to bound", "-" if result.ratio_to_bound is None else f"{result.ratio_to_bound:.2f}"),
+        (
+            "ratio to runs / K",
+            "-" if result.ratio_to_runs is None else f"{result.ratio_to_runs:.2f} (the fan-out's own loss)",
+        ),
         ("Graph requests", f"{result.graph_requests} HTTP, {result.graph_inner_requests} inner"),
         ("throttled", f"{result.throttled} HTTP, {result.inner_throttled} inner"),
         ("DB queries per user", str(result.db_queries_per_user)),
@@ -331,6 +338,7 @@ def _figures(*, log, delivered, pressed, users, contacts, workers, profile, stat
     user_bound = lower_bound_s(profile=profile, reads=0, writes=contacts)
     pass_bound = max(user_bound * users / workers, user_bound)
     wall = log.ended_at.timestamp() - delivered
+    runs_bound = max(sum(durations) / workers, max(durations, default=0.0))
     return PassResult(
         users=users,
         contacts=contacts,
@@ -341,6 +349,7 @@ def _figures(*, log, delivered, pressed, users, contacts, workers, profile, stat
         user_bound_s=round(user_bound, 3),
         pass_bound_s=round(pass_bound, 2),
         ratio_to_bound=round(wall / pass_bound, 2) if pass_bound else None,
+        ratio_to_runs=round(wall / runs_bound, 2) if runs_bound else None,
         graph_requests=stats["graph_requests"],
         graph_inner_requests=stats["inner_requests"],
         throttled=stats["throttled"],

@@ -88,8 +88,13 @@ class PersonFactory(factory.django.DjangoModelFactory):
 
 def populate_sync_rows(user) -> None:
     """One row of each sync model for `user` (admin smoke tests open every change page)."""
+    from exchange_sync.models import JobQueueLogEntry, PassOutcome, PassUser
+    from exchange_sync.services import job_queue
+
     ExchangeSyncSetupFactory(user=user)
     ContactSyncSetupFactory(user=user)
+    log = JobQueueLogEntry.objects.create(entry=job_queue.ensure_contact_sync_entry(user=user), users_total=1)
+    PassUser.objects.create(log_entry=log, user=user, outcome=PassOutcome.SYNCED, detail="sync run #1")
 
 
 class SyncRunFactory(factory.django.DjangoModelFactory):
