@@ -13,9 +13,11 @@ emulator's counters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
+import resource
 import signal
 import subprocess
 import tempfile
@@ -79,6 +81,11 @@ class PassResult:
     button_start_delay_s: float
     button_started_before_pass_end: bool
     users_synced: int
+    # Every process's CPU (the clusters' workers, the driver and the emulator), and what it means on
+    # this machine's cores: a pass can be no shorter than cpu_s / cores, whatever the latencies.
+    cpu_s: float = 0.0
+    cores: int = 1
+    load_average_at_start: float = 0.0
 
 
 # --- the parent ----------------------------------------------------------------------------------
@@ -102,6 +109,8 @@ def run_pass_benchmark(
         "--max-concurrency", str(profile.max_concurrency),
         "--mailbox-domain", DOMAIN,
     ]  # fmt: skip
+    cpu_before = _children_cpu_s()
+    load = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory(prefix="bcsync-bench-pass-") as scratch,
         _scratch_database(database_url),
@@ -121,7 +130,19 @@ def run_pass_benchmark(
         )  # fmt: skip
         progress(f"Pass over {users} users x {contacts} contacts, {workers} workers, emulator at {url}")
         subprocess.run(command, env=env, check=True, cwd=settings.BASE_DIR)  # noqa: S603 - our own command
-        return PassResult(**json.loads(out.read_text()))
+        figures = json.loads(out.read_text())
+    # The emulator has exited and been waited for by now, like the driver and its clusters.
+    return dataclasses.replace(
+        PassResult(**figures),
+        cpu_s=round(_children_cpu_s() - cpu_before, 1),
+        cores=os.cpu_count() or 1,
+        load_average_at_start=round(load, 1),
+    )
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager
@@ -167,6 +188,12 @@ def format_result(result: PassResult) -> str:
         ("button start delay", f"{result.button_start_delay_s:.2f} s"),
         ("button ran before the pass ended", "yes" if result.button_started_before_pass_end else "NO"),
         ("users synced", f"{result.users_synced} of {result.users}"),
+        (
+            "CPU of every process",
+            f"at least {result.cpu_s:.0f} s on {result.cores} cores: the pass needs at least "
+            f"{result.cpu_s / result.cores:.0f} s here "
+            f"(load average {result.load_average_at_start} at start)",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
