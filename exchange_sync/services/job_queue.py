@@ -197,6 +197,7 @@ class PassResult:
     outcome: str
     detail: str
     run_id: int | None = None
+    backed_off: bool = False  # skipped by the user's back-off: one pass fewer left to skip
 
 
 def _sync_pass_user(*, pass_user: PassUser, log: JobQueueLogEntry, fingerprint: str) -> PassResult | None:
@@ -220,7 +221,7 @@ def _sync_pass_user(*, pass_user: PassUser, log: JobQueueLogEntry, fingerprint: 
         )
     reason = _backoff_reason(user=user, fingerprint=fingerprint)
     if reason:
-        return PassResult(PassOutcome.SKIPPED, reason)
+        return PassResult(PassOutcome.SKIPPED, reason, backed_off=True)
     try:
         run = contact_sync.request_contact_sync(
             user=user,
@@ -302,7 +303,7 @@ def _note_backoff(*, user: AbstractBaseUser, result: PassResult, fingerprint: st
             background_failure_key=fingerprint,
             background_failure=result.detail,
         )
-    elif setup.background_skips_left and result.detail.startswith("Backed off"):
+    elif result.backed_off and setup.background_skips_left:
         ExchangeSyncSetup.objects.filter(pk=setup.pk).update(
             background_skips_left=setup.background_skips_left - 1
         )
