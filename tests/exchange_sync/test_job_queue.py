@@ -1,5 +1,5 @@
 """The Job Queue Entry (Codeunit 6700) on django-q2: its one Schedule, its next run, its registry,
-and what a run does (claims, per-user syncs, errors)."""
+and what a pass does (claims, per-user tasks run inline, Job Queue Log Entries, back-off, errors)."""
 
 from __future__ import annotations
 

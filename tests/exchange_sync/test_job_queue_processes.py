@@ -1,7 +1,7 @@
-"""One run per entry and one sync per user across real processes: two `manage.py qcluster` workers
-(as on two hosts) and racing requests, all against the test database (SQLite file or PostgreSQL)
-and a live Microsoft 365 emulator. Rows must be committed for the children to see them, hence
-transaction=True."""
+"""A pass and one sync per user across real processes: two default `manage.py qcluster`s (as on
+two hosts, one of them killed mid-pass), the interactive cluster a button's run goes to, and racing
+requests, all against the test database (SQLite file or PostgreSQL) and a live Microsoft 365
+emulator. Rows must be committed for the children to see them, hence transaction=True."""
 
 from __future__ import annotations
 
