@@ -227,7 +227,7 @@ class SignIn:
                     flow.state,
                     SignInError("access_denied", 65004, "User declined to consent to access the app."),
                 )
-            self.auth.user(flow.upn).consented.update(self._permissions(flow))
+            self.auth.grant_consent(flow.upn, self._permissions(flow))
             return self._complete(flow_id, flow)
         return self._account_page(tenant, flow_id, flow.login_hint, "Start again: enter your account.")
 

@@ -475,3 +475,29 @@ def test_control_api_reports_user_state_and_the_clock(emulator, http):
     after = control.advance_clock(86400)
     assert after["offset_s"] == 86400 and after["epoch"] - before >= 86400
     assert control.user_switch(ADA, "revoke-sessions")["refresh_tokens"] == 0
+
+
+def test_refresh_tokens_and_consent_survive_a_restart_with_a_state_file(tmp_path):
+    config = {"grant": "both", "redirect_uris": [REDIRECT], "state_file": str(tmp_path / "m365.json")}
+    first = serve_in_thread(make_config(**config))
+    try:
+        app = new_app(emulator_session(first.url))
+        connect(app, BOB, None)
+        saved_cache = app.token_cache.serialize()
+        first.emulator.auth.advance_clock(7200)
+    finally:
+        first.stop()
+    second = serve_in_thread(make_config(**config))
+    try:
+        assert second.emulator.auth.clock_offset_s == 7200
+        app = new_app(emulator_session(second.url))
+        app.token_cache.deserialize(saved_cache)
+        (account,) = app.get_accounts()
+        app.token_cache.remove_at(
+            next(iter(app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)))
+        )
+        refreshed = app.acquire_token_silent_with_error(SCOPES, account)
+        assert refreshed["token_source"] == "identity_provider", refreshed
+        assert second.emulator.auth.user_state(BOB)["consented"] == ["Contacts.ReadWrite"]
+    finally:
+        second.stop()
