@@ -130,6 +130,7 @@ class UserAuth:
     consented: set[str] = field(default_factory=set)
     tokens_valid_from: float = 0.0  # refresh tokens issued before this are revoked (50173)
     mfa_required_since: float | None = None  # 50076 for refresh tokens from sign-ins before this
+    mfa_registration_since: float | None = None  # 50079 interaction_required likewise
     sign_in_frequency_since: float | None = None  # 70043 likewise
     disabled: bool = False
 
@@ -254,6 +255,7 @@ class Auth:
                 "consented": sorted(state.consented),
                 "tokens_valid_from": state.tokens_valid_from or None,
                 "mfa_required": state.mfa_required_since is not None,
+                "mfa_registration_required": state.mfa_registration_since is not None,
                 "sign_in_frequency_enforced": state.sign_in_frequency_since is not None,
                 "disabled": state.disabled,
                 "refresh_tokens": len(live),
@@ -281,6 +283,9 @@ class Auth:
 
     def require_mfa(self, upn: str) -> None:
         self._update_user(upn, mfa_required_since=self.now())
+
+    def require_mfa_registration(self, upn: str) -> None:
+        self._update_user(upn, mfa_registration_since=self.now())
 
     def enforce_sign_in_frequency(self, upn: str) -> None:
         self._update_user(upn, sign_in_frequency_since=self.now())
@@ -731,6 +736,13 @@ class Auth:
                 "Due to a configuration change made by your administrator, or because you moved to a new "
                 f"location, you must use multi-factor authentication to access '{GRAPH_APP_ID}'.",
                 suberror="basic_action",
+            )
+        if state.mfa_registration_since is not None and grant.auth_time < state.mfa_registration_since:
+            raise SignInError(
+                "interaction_required",
+                50079,
+                "Due to a configuration change made by your administrator, or because you moved to a new "
+                f"location, you must enroll in multi-factor authentication to access '{GRAPH_APP_ID}'.",
             )
         if state.sign_in_frequency_since is not None and grant.auth_time < state.sign_in_frequency_since:
             raise SignInError(

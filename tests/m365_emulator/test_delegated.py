@@ -303,6 +303,7 @@ def test_refresh_tokens_rotate_and_old_ones_stay_valid_unless_strict(emulator, h
         ("revoke-sessions", 50173, None),
         ("revoke-consent", 65001, "consent_required"),
         ("require-mfa", 50076, "basic_action"),
+        ("require-mfa-registration", 50079, None),
         ("sign-in-frequency", 70043, "token_expired"),
         ("disable", 50057, None),
     ],
@@ -313,7 +314,8 @@ def test_user_switches_make_the_next_refresh_fail_like_entra(emulator, http, swi
     assert state["upn"] == BOB
     failed = refresh(http, token)
     body = failed.json()
-    assert (failed.status_code, body["error"], body["error_codes"]) == (400, "invalid_grant", [code])
+    error = "interaction_required" if code == 50079 else "invalid_grant"
+    assert (failed.status_code, body["error"], body["error_codes"]) == (400, error, [code])
     assert body["error_description"].startswith(f"AADSTS{code}: ")
     assert body.get("suberror") == suberror
     assert {"trace_id", "correlation_id", "timestamp", "error_uri"} <= body.keys()
