@@ -109,6 +109,7 @@ class AuthCode:
     nonce: str | None
     auth_time: float
     expires: float
+    with_auth_time: bool  # the authorize request sent max_age, so the id token carries auth_time
     redeemed: bool = False
 
 
@@ -620,12 +621,13 @@ class Auth:
         method: str,
         nonce: str | None,
         auth_time: float,
+        with_auth_time: bool,
     ) -> str:
         code = secrets.token_urlsafe(48)
         with self._lock:
             self._codes[code] = AuthCode(
                 redirect_uri, challenge, method, scopes, upn, nonce, auth_time,
-                self.now() + self.config.auth_code_lifetime_s,
+                self.now() + self.config.auth_code_lifetime_s, with_auth_time,
             )  # fmt: skip
         return code
 
@@ -684,7 +686,12 @@ class Auth:
             entry.redeemed = True
         self._check_user_may_sign_in(entry.upn)
         return self._user_tokens(
-            entry.upn, entry.scopes, entry.auth_time, form.get("client_info") == "1", entry.nonce
+            entry.upn,
+            entry.scopes,
+            entry.auth_time,
+            form.get("client_info") == "1",
+            entry.nonce,
+            with_auth_time=entry.with_auth_time,
         )
 
     def _redeem_refresh_token(self, form: dict[str, str]) -> dict[str, Any]:
@@ -788,7 +795,14 @@ class Auth:
             )
 
     def _user_tokens(
-        self, upn: str, scopes: frozenset[str], auth_time: float, client_info: bool, nonce: str | None
+        self,
+        upn: str,
+        scopes: frozenset[str],
+        auth_time: float,
+        client_info: bool,
+        nonce: str | None,
+        *,
+        with_auth_time: bool = False,
     ) -> dict[str, Any]:
         now = self.now()
         lifetime = int(self.config.token_lifetime_s)
@@ -842,6 +856,8 @@ class Auth:
             }
             if nonce is not None:
                 claims["nonce"] = nonce
+            if with_auth_time:
+                claims["auth_time"] = int(auth_time)
             body["id_token"] = jose.encode_jwt(claims)
         if client_info:
             body["client_info"] = self.client_info(upn)

@@ -52,6 +52,7 @@ class PendingSignIn:
     client_info: bool
     login_hint: str
     prompt: str
+    max_age: bool
     expires: float
     upn: str | None = None
     auth_time: float = 0.0
@@ -196,6 +197,7 @@ class SignIn:
             client_info=params.get("client_info") == "1",
             login_hint=params.get("login_hint", ""),
             prompt=prompt,
+            max_age="max_age" in params,
             expires=self.auth.now() + FLOW_LIFETIME_S,
         )
 
@@ -282,6 +284,7 @@ class SignIn:
             method=flow.method,
             nonce=flow.nonce,
             auth_time=flow.auth_time,
+            with_auth_time=flow.max_age,
         )
         values = {"code": code}
         if flow.client_info:

@@ -133,6 +133,12 @@ def test_form_post_response_mode_works_with_msal(http):
     assert result["id_token_claims"]["preferred_username"] == ADA
 
 
+def test_max_age_puts_auth_time_in_the_id_token_as_msal_checks(http):
+    result = connect(new_app(http), BOB, None, max_age=300)
+    assert "auth_time" in result["id_token_claims"], result
+    assert "auth_time" not in connect(new_app(http), BOB, None)["id_token_claims"]
+
+
 def test_pages_complete_with_plain_requests_and_consent_is_asked_once(emulator, http):
     app = new_app(http)
     started = app.initiate_auth_code_flow(SCOPES, redirect_uri=CALLBACK, login_hint=ADA)
