@@ -231,10 +231,6 @@ class Certificate:
     def sha256_thumbprint(self) -> bytes:
         return hashlib.sha256(self.der).digest()
 
-    @staticmethod
-    def stamp(epoch: float) -> str:
-        return datetime.fromtimestamp(epoch, UTC).strftime("%m/%d/%Y %H:%M:%S")
-
 
 def _der(data: bytes, at: int) -> tuple[int, bytes, int]:
     """(tag, contents, offset after) of the DER element at `at`."""
