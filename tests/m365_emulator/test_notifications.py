@@ -162,6 +162,11 @@ def test_outlook_page_and_back_door_edits_notify_and_moves_are_delete_plus_creat
     outlook.delete_contact(contact["id"])
     [deleted] = subscriber.wait_items(2, path="/private")[1:]
     assert deleted["changeType"] == "deleted"
+    # The page says which folders are watched, without the subscriber's URL or clientState.
+    page = session.get(f"{emulator.url}/", timeout=10).text
+    assert page.count("Change notifications: created,updated,deleted until ") == 2
+    assert subscriber.url not in page
+    assert "s3cret" not in page
 
 
 def test_duplicate_and_drop_knobs(graph, em, subscriber):
