@@ -151,7 +151,7 @@ M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
 M365_CLIENT_CERTIFICATE = env.str("M365_CLIENT_CERTIFICATE", default="")
 # "app": the application permission reaches every mailbox (or those RBAC for Applications allows);
 # "delegated": each user connects their own mailbox and the app holds their refresh token.
-M365_AUTH_MODE = env.str("M365_AUTH_MODE", default="app")
+M365_AUTH_MODE = env.str("M365_AUTH_MODE", default="") or "app"
 if M365_AUTH_MODE not in ("app", "delegated"):
     raise ImproperlyConfigured(f"M365_AUTH_MODE must be app or delegated, not {M365_AUTH_MODE!r}.")
 # The delegated sign-in's callback as registered in the app registration; unset = this site's own

@@ -241,3 +241,38 @@ def test_app_mode_has_no_connect_urls_in_use(settings, ann):
     settings.M365_AUTH_MODE = "app"
     client = csrf_client(ann)
     assert post(client, reverse("admin:exchange_sync_exchangesyncsetup_m365_connect")).status_code == 403
+
+
+def test_the_page_shows_the_connection_and_reconnect_only_to_its_owner(delegated, ann):
+    connection = connect(ann)
+    m365_connections.StoredTokenCache(connection).sign_in_required(reason="the sign-in was revoked")
+    setup, _ = contact_sync.setups_for(user=ann)
+    page = reverse("admin:exchange_sync_exchangesyncsetup_change", args=[setup.pk])
+
+    own = csrf_client(ann).get(page).content.decode()
+    boss = UserFactory(username="boss", is_superuser=True)
+    admins = csrf_client(boss).get(page).content.decode()
+
+    assert (
+        "Needs reconnecting: the sign-in was revoked." in own and "Reconnect to Microsoft 365</button>" in own
+    )
+    assert "Needs reconnecting: the sign-in was revoked." in admins
+    assert "Reconnect to Microsoft 365</button>" not in admins  # Connect acts on the requester's own mailbox
+
+
+def test_the_scheduled_pass_skips_a_user_who_must_reconnect(delegated, ann, caplog):
+    from exchange_sync.models import ExchangeSyncSetup, SyncRun
+    from exchange_sync.services import job_queue
+    from tests.exchange_sync.test_job_queue import new_entry
+
+    ExchangeSyncSetup.objects.create(user=ann, enabled=True)
+    connection = connect(ann)
+    m365_connections.StoredTokenCache(connection).sign_in_required(reason="the sign-in was revoked")
+
+    job_queue.run_job_queue_entry(entry_id=new_entry(ann).pk)
+
+    assert not SyncRun.objects.filter(user=ann).exists()
+    assert any(
+        "skipped ann: Reconnect to Microsoft 365: the sign-in was revoked." in record.getMessage()
+        for record in caplog.records
+    )
