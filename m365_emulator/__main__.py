@@ -1,11 +1,15 @@
-"""python -m m365_emulator --port 8365 [...]: run the emulator until interrupted."""
+"""python -m m365_emulator --port 8365 [...]: run the emulator until interrupted.
+
+Delegated sign-in: --grant delegated (or both) --redirect-uri URL [--mailbox-password UPN=PASSWORD];
+MSAL's authorization-code flow then signs the tenant's mailboxes in on the emulator's own pages."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
-from .config import EmulatorConfig
+from .config import GRANTS, EmulatorConfig
 from .server import serve_in_thread
 
 
@@ -29,7 +33,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DOMAIN",
         help="every address in DOMAIN is a licensed mailbox, created when first addressed",
     )
-    skip = {"state_file", "mailboxes", "mailbox_domain"}
+    parser.add_argument(
+        "--mailbox-password",
+        dest="mailbox_passwords",
+        action="append",
+        default=[],
+        metavar="UPN=PASSWORD",
+        help="the sign-in page asks this mailbox for this password (repeatable); others sign in by address",
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        dest="redirect_uris",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a registered redirect URI for delegated sign-in (repeatable; exact match, except that "
+        "http://localhost and http://127.0.0.1 match on any port)",
+    )
+    parser.add_argument(
+        "--client-certificate",
+        dest="client_certificates",
+        action="append",
+        default=[],
+        metavar="FILE.pem",
+        help="register the certificate(s) in this PEM file for client assertions (repeatable)",
+    )
+    parser.add_argument(
+        "--grant",
+        choices=GRANTS,
+        default=defaults.grant,
+        help="the app's admin-granted permission: application (client credentials reach every mailbox), "
+        "delegated (users sign in; client-credentials tokens get 403) or both. Default: %(default)s",
+    )
+    skip = {
+        "state_file", "mailboxes", "mailbox_domain", "mailbox_passwords", "redirect_uris",
+        "client_certificates", "grant",
+    }  # fmt: skip
     for field in dataclasses.fields(EmulatorConfig):
         if field.name in skip:
             continue
@@ -45,7 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    passwords = {}
+    for entry in args["mailbox_passwords"]:
+        upn, separator, password = entry.partition("=")
+        if not separator or not upn:
+            parser.error(f"--mailbox-password wants UPN=PASSWORD, not {entry!r}")
+        passwords[upn] = password
+    args["mailbox_passwords"] = passwords
+    args["client_certificates"] = [
+        Path(name).read_text(encoding="utf-8") for name in args["client_certificates"]
+    ]
     host, port, verbose = args.pop("host"), args.pop("port"), args.pop("verbose")
     server = serve_in_thread(EmulatorConfig(**args), host=host, port=port, verbose=verbose)
     print(
