@@ -137,7 +137,7 @@ def token_endpoint(m365) -> str:
     return discovery.json()["token_endpoint"]
 
 
-def test_runs_use_the_stored_access_token_and_refresh_failures_mark_the_connection(
+def test_the_stored_access_token_is_used_and_a_refused_refresh_marks_the_connection(
     delegated, m365, ann, token_endpoint
 ):
     m365.emulator.add_mailbox("ann@contoso.test")
@@ -158,10 +158,13 @@ def test_runs_use_the_stored_access_token_and_refresh_failures_mark_the_connecti
     expired = graph_client_from_settings(
         token_cache=m365_connections.StoredTokenCache(M365Connection.objects.get())
     )
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(
+        SignInRequired, match="Microsoft 365 asks you to sign in again \\(invalid_grant\\)"
+    ) as raised:
         expired.token_provider.access_token()
     for text in (str(raised.value), repr(raised.value)):
         assert REFRESH_TOKEN not in text and ACCESS_TOKEN not in text
+    assert M365Connection.objects.get().status == M365ConnectionStatus.NEEDS_RECONNECTING
 
 
 @pytest.mark.parametrize(
