@@ -1,6 +1,7 @@
 """bcsync settings: everything comes from the environment (django-environ), with embedded defaults
 that need no server: a SQLite file under var/ and django-q2's ORM broker on it."""
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -160,6 +161,20 @@ M365_REDIRECT_URI = env.str("M365_REDIRECT_URI", default="")
 # Fernet keys (comma-separated, newest first) that encrypt the stored token caches in delegated mode.
 # Not SECRET_KEY: rotating one must not make the other's data unreadable.
 TOKEN_ENCRYPTION_KEYS = env.list("TOKEN_ENCRYPTION_KEYS", default=[])
+
+
+def _local_token_encryption_key() -> str:
+    # make run only (DEBUG): a key generated once per checkout, as for SECRET_KEY. A deployment
+    # must give its keys from the environment, kept apart from the database and its backups.
+    path = VAR_DIR / "token_encryption_key"
+    if not path.exists():
+        path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+if M365_AUTH_MODE == "delegated" and not TOKEN_ENCRYPTION_KEYS and DEBUG:
+    TOKEN_ENCRYPTION_KEYS = [_local_token_encryption_key()]
 if M365_AUTH_MODE == "delegated" and not TOKEN_ENCRYPTION_KEYS:
     raise ImproperlyConfigured(
         "M365_AUTH_MODE=delegated needs TOKEN_ENCRYPTION_KEYS: one or more Fernet keys, newest first, "
