@@ -13,7 +13,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection as db_connection
 from django.urls import reverse
 from django.utils import timezone
@@ -279,3 +279,11 @@ def test_the_scheduled_pass_skips_a_user_who_must_reconnect(delegated, ann, capl
         "skipped ann: Reconnect to Microsoft 365: the sign-in was revoked." in record.getMessage()
         for record in caplog.records
     )
+
+
+def test_reencrypt_tokens_names_connections_no_key_can_read(delegated, ann):
+    connect(ann)
+    delegated.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the old key dropped too early
+
+    with pytest.raises(CommandError, match="1 connection\\(s\\) could not be decrypted with any key"):
+        call_command("reencrypt_tokens")
