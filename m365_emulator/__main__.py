@@ -8,12 +8,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from .config import GRANTS, EmulatorConfig
 from .server import serve_in_thread
 
 
+class _PasswordAction(argparse.Action):
+    """--mailbox-password UPN=PASSWORD, repeated, into one {UPN: PASSWORD} dict."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, *_: Any
+    ) -> None:
+        upn, separator, password = str(value).partition("=")
+        if not separator or not upn:
+            parser.error(f"--mailbox-password wants UPN=PASSWORD, not {value!r}")
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), upn: password})
+
+
+def _pem_text(name: str) -> str:
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {name}: {error.strerror}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Flags whose parsed values (without host, port and verbose) are EmulatorConfig's fields."""
     defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(prog="python -m m365_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -36,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mailbox-password",
         dest="mailbox_passwords",
-        action="append",
-        default=[],
+        action=_PasswordAction,
+        default={},
         metavar="UPN=PASSWORD",
         help="the sign-in page asks this mailbox for this password (repeatable); others sign in by address",
     )
@@ -54,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-certificate",
         dest="client_certificates",
         action="append",
+        type=_pem_text,
         default=[],
         metavar="FILE.pem",
         help="register the certificate(s) in this PEM file for client assertions (repeatable)",
@@ -84,18 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    passwords = {}
-    for entry in args["mailbox_passwords"]:
-        upn, separator, password = entry.partition("=")
-        if not separator or not upn:
-            parser.error(f"--mailbox-password wants UPN=PASSWORD, not {entry!r}")
-        passwords[upn] = password
-    args["mailbox_passwords"] = passwords
-    args["client_certificates"] = [
-        Path(name).read_text(encoding="utf-8") for name in args["client_certificates"]
-    ]
+    args = vars(build_parser().parse_args(argv))
     host, port, verbose = args.pop("host"), args.pop("port"), args.pop("verbose")
     server = serve_in_thread(EmulatorConfig(**args), host=host, port=port, verbose=verbose)
     print(

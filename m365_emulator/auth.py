@@ -12,6 +12,7 @@ trace_id, correlation_id, error_uri, and suberror where Entra sends one).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -19,6 +20,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,6 +109,7 @@ class AuthCode:
     nonce: str | None
     auth_time: float
     expires: float
+    with_auth_time: bool  # the authorize request sent max_age, so the id token carries auth_time
     redeemed: bool = False
 
 
@@ -128,6 +131,7 @@ class UserAuth:
     consented: set[str] = field(default_factory=set)
     tokens_valid_from: float = 0.0  # refresh tokens issued before this are revoked (50173)
     mfa_required_since: float | None = None  # 50076 for refresh tokens from sign-ins before this
+    mfa_registration_since: float | None = None  # 50079 interaction_required likewise
     sign_in_frequency_since: float | None = None  # 70043 likewise
     disabled: bool = False
 
@@ -158,9 +162,51 @@ class Auth:
         self._users: dict[str, UserAuth] = {}
         for upn, password in config.mailbox_passwords.items():
             self.user(upn).password = password
+        self.on_change: Callable[[], None] | None = None  # the state file's saver, when there is one
         self.certificates: list[jose.Certificate] = []
         for pem in config.client_certificates:
             self.add_certificate(pem)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def to_json(self) -> dict[str, Any]:
+        """The sign-in state worth keeping across a restart: refresh tokens, users, the clock, and
+        certificates registered at runtime. Access tokens and codes are short-lived and stay out."""
+        with self._lock:
+            return {
+                "clockOffsetS": self.clock_offset_s,
+                "refreshTokens": {
+                    token: [g.upn, sorted(g.scopes), g.auth_time, g.issued, g.last_used, g.redeemed]
+                    for token, g in self._refresh.items()
+                },
+                "users": {upn: dataclasses.asdict(user) | {"consented": sorted(user.consented)}
+                          for upn, user in self._users.items()},
+                "certificates": [base64.b64encode(cert.der).decode() for cert in self.certificates],
+            }  # fmt: skip
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        """Restore to_json's state; passwords given on the command line win over saved ones."""
+        with self._lock:
+            self.clock_offset_s = float(data.get("clockOffsetS", 0.0))
+            for token, (upn, scopes, auth_time, issued, last_used, redeemed) in data.get(
+                "refreshTokens", {}
+            ).items():
+                self._refresh[token] = RefreshGrant(
+                    upn, frozenset(scopes), auth_time, issued, last_used, redeemed
+                )
+            for upn, saved in data.get("users", {}).items():
+                user = UserAuth(**{**saved, "consented": set(saved["consented"])})
+                configured = self._users.get(upn)
+                if configured is not None and configured.password is not None:
+                    user.password = configured.password
+                self._users[upn] = user
+            known = {cert.der for cert in self.certificates}
+            for encoded in data.get("certificates", []):
+                der = base64.b64decode(encoded)
+                if der not in known:
+                    self.certificates.append(jose.parse_certificate(der))
 
     # ---- clock, users, certificates ----------------------------------------------------------------
 
@@ -170,6 +216,7 @@ class Auth:
     def advance_clock(self, seconds: float) -> float:
         with self._lock:
             self.clock_offset_s += seconds
+        self._changed()
         return self.now()
 
     def user(self, upn: str) -> UserAuth:
@@ -181,6 +228,7 @@ class Auth:
         found = jose.certificates_in_pem(pem)
         with self._lock:
             self.certificates.extend(found)
+        self._changed()
         return [self.describe_certificate(cert) for cert in found]
 
     @staticmethod
@@ -208,30 +256,43 @@ class Auth:
                 "consented": sorted(state.consented),
                 "tokens_valid_from": state.tokens_valid_from or None,
                 "mfa_required": state.mfa_required_since is not None,
+                "mfa_registration_required": state.mfa_registration_since is not None,
                 "sign_in_frequency_enforced": state.sign_in_frequency_since is not None,
                 "disabled": state.disabled,
                 "refresh_tokens": len(live),
             }
 
+    def _update_user(self, upn: str, **values: Any) -> None:
+        user = self.user(upn)
+        with self._lock:
+            for name, value in values.items():
+                setattr(user, name, value)
+        self._changed()
+
     def revoke_sessions(self, upn: str) -> None:
         """Revoke the user's refresh tokens (Entra's revokeSignInSessions; an admin password reset)."""
-        self.user(upn).tokens_valid_from = self.now()
+        self._update_user(upn, tokens_valid_from=self.now())
 
     def set_password(self, upn: str, password: str | None) -> None:
-        self.user(upn).password = password
-        self.revoke_sessions(upn)
+        self._update_user(upn, password=password, tokens_valid_from=self.now())
+
+    def grant_consent(self, upn: str, scopes: set[str]) -> None:
+        self._update_user(upn, consented=self.user(upn).consented | scopes)
 
     def revoke_consent(self, upn: str) -> None:
-        self.user(upn).consented.clear()
+        self._update_user(upn, consented=set())
 
     def require_mfa(self, upn: str) -> None:
-        self.user(upn).mfa_required_since = self.now()
+        self._update_user(upn, mfa_required_since=self.now())
+
+    def require_mfa_registration(self, upn: str) -> None:
+        self._update_user(upn, mfa_registration_since=self.now())
 
     def enforce_sign_in_frequency(self, upn: str) -> None:
-        self.user(upn).sign_in_frequency_since = self.now()
+        self._update_user(upn, sign_in_frequency_since=self.now())
 
     def set_disabled(self, upn: str, disabled: bool) -> None:
-        self.user(upn).disabled = disabled
+        self._update_user(upn, disabled=disabled)
 
     # ---- discovery -------------------------------------------------------------------------------
 
@@ -560,12 +621,13 @@ class Auth:
         method: str,
         nonce: str | None,
         auth_time: float,
+        with_auth_time: bool,
     ) -> str:
         code = secrets.token_urlsafe(48)
         with self._lock:
             self._codes[code] = AuthCode(
                 redirect_uri, challenge, method, scopes, upn, nonce, auth_time,
-                self.now() + self.config.auth_code_lifetime_s,
+                self.now() + self.config.auth_code_lifetime_s, with_auth_time,
             )  # fmt: skip
         return code
 
@@ -624,7 +686,12 @@ class Auth:
             entry.redeemed = True
         self._check_user_may_sign_in(entry.upn)
         return self._user_tokens(
-            entry.upn, entry.scopes, entry.auth_time, form.get("client_info") == "1", entry.nonce
+            entry.upn,
+            entry.scopes,
+            entry.auth_time,
+            form.get("client_info") == "1",
+            entry.nonce,
+            with_auth_time=entry.with_auth_time,
         )
 
     def _redeem_refresh_token(self, form: dict[str, str]) -> dict[str, Any]:
@@ -677,6 +744,13 @@ class Auth:
                 f"location, you must use multi-factor authentication to access '{GRAPH_APP_ID}'.",
                 suberror="basic_action",
             )
+        if state.mfa_registration_since is not None and grant.auth_time < state.mfa_registration_since:
+            raise SignInError(
+                "interaction_required",
+                50079,
+                "Due to a configuration change made by your administrator, or because you moved to a new "
+                f"location, you must enroll in multi-factor authentication to access '{GRAPH_APP_ID}'.",
+            )
         if state.sign_in_frequency_since is not None and grant.auth_time < state.sign_in_frequency_since:
             raise SignInError(
                 "invalid_grant",
@@ -696,6 +770,7 @@ class Auth:
         with self._lock:
             grant.redeemed = True
             grant.last_used = now
+        self._changed()
         return self._user_tokens(
             grant.upn, frozenset(permissions | oidc), grant.auth_time, form.get("client_info") == "1", None
         )
@@ -720,7 +795,14 @@ class Auth:
             )
 
     def _user_tokens(
-        self, upn: str, scopes: frozenset[str], auth_time: float, client_info: bool, nonce: str | None
+        self,
+        upn: str,
+        scopes: frozenset[str],
+        auth_time: float,
+        client_info: bool,
+        nonce: str | None,
+        *,
+        with_auth_time: bool = False,
     ) -> dict[str, Any]:
         now = self.now()
         lifetime = int(self.config.token_lifetime_s)
@@ -755,6 +837,7 @@ class Auth:
             refresh = secrets.token_urlsafe(64)
             with self._lock:
                 self._refresh[refresh] = RefreshGrant(upn, scopes, auth_time, now, now)
+            self._changed()
             body["refresh_token"] = refresh
         if "openid" in scopes:
             claims: dict[str, Any] = {
@@ -773,6 +856,8 @@ class Auth:
             }
             if nonce is not None:
                 claims["nonce"] = nonce
+            if with_auth_time:
+                claims["auth_time"] = int(auth_time)
             body["id_token"] = jose.encode_jwt(claims)
         if client_info:
             body["client_info"] = self.client_info(upn)

@@ -82,7 +82,8 @@ class EmulatorControl:
         return self.call("GET", f"/users/{quote(upn, safe='')}")
 
     def user_switch(self, upn: str, switch: str) -> dict[str, Any]:
-        """switch: revoke-sessions, revoke-consent, require-mfa, sign-in-frequency, disable or enable."""
+        """switch: revoke-sessions, revoke-consent, require-mfa, require-mfa-registration,
+        sign-in-frequency, disable or enable."""
         return self.call("POST", f"/users/{quote(upn, safe='')}/{switch}")
 
     def set_password(self, upn: str, password: str | None) -> dict[str, Any]:

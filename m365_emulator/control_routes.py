@@ -132,6 +132,11 @@ ROUTES: list[tuple[str, str, Action]] = [
     ("POST", "/users/{upn}/require-mfa", _user_switch(lambda e, upn: e.auth.require_mfa(upn))),
     (
         "POST",
+        "/users/{upn}/require-mfa-registration",
+        _user_switch(lambda e, upn: e.auth.require_mfa_registration(upn)),
+    ),
+    (
+        "POST",
         "/users/{upn}/sign-in-frequency",
         _user_switch(lambda e, upn: e.auth.enforce_sign_in_frequency(upn)),
     ),

@@ -11,7 +11,7 @@ from typing import Any
 from .auth import Auth
 from .config import ACTIONS, EmulatorConfig, coerce_knob, config_as_dict
 from .outlook import Outlook
-from .persistence import DebouncedSaver, load_store
+from .persistence import DebouncedSaver, load_state
 from .state import Store
 from .stats import Stats
 from .throttle import Throttle
@@ -26,19 +26,25 @@ class Emulator:
         self.delta_valid_after = 0.0  # delta tokens issued before this (epoch seconds) are expired
         self._shuffle_random = random.Random(config.fault_seed)
         self._shuffle_lock = threading.Lock()  # concurrent batches draw from one seeded sequence
-        loaded = load_store(config.state_file) if config.state_file else None
-        self.store = loaded or Store()
+        loaded = load_state(config.state_file) if config.state_file else None
+        self.store = Store.from_json(loaded) if loaded else Store()
+        # Refresh tokens and consent survive a restart, as Entra's do.
+        self.auth.load_json((loaded or {}).get("signIn", {}))
         self.store.mailbox_domain = config.mailbox_domain
         for upn in config.mailboxes:
             if upn.lower() not in self.store.mailboxes:
                 self.store.add_mailbox(upn)
         self._saver = (
-            DebouncedSaver(config.state_file, config.save_debounce_s, self.store.to_json)
+            DebouncedSaver(config.state_file, config.save_debounce_s, self._snapshot)
             if config.state_file
             else None
         )
         if self._saver is not None:
             self.store.on_change = self._saver.mark_dirty
+            self.auth.on_change = self._saver.mark_dirty
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**self.store.to_json(), "signIn": self.auth.to_json()}
 
     # ---- public API ------------------------------------------------------------------------------
 

@@ -76,11 +76,17 @@ class RsaPublicKey:
 @dataclass(frozen=True)
 class RsaPrivateKey:
     public: RsaPublicKey
+    p: int
+    q: int
     d: int
 
     def sign_rs256(self, message: bytes) -> bytes:
         encoded = int.from_bytes(_pkcs1_v15(hashlib.sha256(message).digest(), self.public.size), "big")
-        return pow(encoded, self.d, self.public.n).to_bytes(self.public.size, "big")
+        # Chinese remainder theorem: two half-size exponentiations, about 3x faster than pow(m, d, n).
+        m1 = pow(encoded, self.d % (self.p - 1), self.p)
+        m2 = pow(encoded, self.d % (self.q - 1), self.q)
+        h = (pow(self.q, -1, self.p) * (m1 - m2)) % self.p
+        return (m2 + h * self.q).to_bytes(self.public.size, "big")
 
 
 def _pkcs1_v15(digest: bytes, size: int) -> bytes:
@@ -155,11 +161,12 @@ def generate_rsa_key(bits: int = 2048) -> RsaPrivateKey:
     while q == p:
         q = _prime(bits // 2, e)
     d = pow(e, -1, (p - 1) * (q - 1))
-    return RsaPrivateKey(RsaPublicKey(p * q, e), d)
+    return RsaPrivateKey(RsaPublicKey(p * q, e), p, q, d)
 
 
 class SigningKey:
-    """The emulator's token-signing key: made at first use (about half a second), one per process."""
+    """The emulator's token-signing key: one per process, made at first use (about a second; servers
+    start making it in the background)."""
 
     _lock = threading.Lock()
     _key: RsaPrivateKey | None = None
@@ -223,10 +230,6 @@ class Certificate:
     @property
     def sha256_thumbprint(self) -> bytes:
         return hashlib.sha256(self.der).digest()
-
-    @staticmethod
-    def stamp(epoch: float) -> str:
-        return datetime.fromtimestamp(epoch, UTC).strftime("%m/%d/%Y %H:%M:%S")
 
 
 def _der(data: bytes, at: int) -> tuple[int, bytes, int]:

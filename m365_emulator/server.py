@@ -13,6 +13,7 @@ from .config import EmulatorConfig
 from .emulator import Emulator
 from .errors import GraphError
 from .graph_routes import Router
+from .jose import SigningKey
 from .messages import Context, Request, Response, new_request_id
 from .signin import SignIn
 
@@ -180,6 +181,8 @@ def serve_in_thread(
 ) -> RunningEmulator:
     """Start the emulator on a daemon thread; port 0 picks a free port (see .url)."""
     server = EmulatorHTTPServer(Emulator(config), host, port, verbose)
+    # The first signed token would otherwise wait for the key to be made.
+    threading.Thread(target=SigningKey.get, name="m365-emulator-key", daemon=True).start()
     # A short poll interval makes stop() quick, which matters for tests that start a server each.
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="m365-emulator", daemon=True

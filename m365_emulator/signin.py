@@ -52,6 +52,7 @@ class PendingSignIn:
     client_info: bool
     login_hint: str
     prompt: str
+    max_age: bool
     expires: float
     upn: str | None = None
     auth_time: float = 0.0
@@ -196,6 +197,7 @@ class SignIn:
             client_info=params.get("client_info") == "1",
             login_hint=params.get("login_hint", ""),
             prompt=prompt,
+            max_age="max_age" in params,
             expires=self.auth.now() + FLOW_LIFETIME_S,
         )
 
@@ -227,7 +229,7 @@ class SignIn:
                     flow.state,
                     SignInError("access_denied", 65004, "User declined to consent to access the app."),
                 )
-            self.auth.user(flow.upn).consented.update(self._permissions(flow))
+            self.auth.grant_consent(flow.upn, self._permissions(flow))
             return self._complete(flow_id, flow)
         return self._account_page(tenant, flow_id, flow.login_hint, "Start again: enter your account.")
 
@@ -282,6 +284,7 @@ class SignIn:
             method=flow.method,
             nonce=flow.nonce,
             auth_time=flow.auth_time,
+            with_auth_time=flow.max_age,
         )
         values = {"code": code}
         if flow.client_info:

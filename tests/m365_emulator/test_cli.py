@@ -49,3 +49,21 @@ def test_cli_starts_with_flags():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_parsed_flags_are_config_fields_as_they_are():
+    """Other tools (make run's settings check) build EmulatorConfig straight from the parsed flags."""
+    from m365_emulator import EmulatorConfig
+    from m365_emulator.__main__ import build_parser
+
+    arguments = vars(
+        build_parser().parse_args(
+            ["--mailbox-password", "a@b.test=one", "--mailbox-password", "c@d.test=t=wo", "--grant", "both"]
+        )
+    )
+    for name in ("host", "port", "verbose"):
+        del arguments[name]
+    config = EmulatorConfig(**arguments)
+    assert config.mailbox_passwords == {"a@b.test": "one", "c@d.test": "t=wo"}
+    assert (config.grant, config.redirect_uris, config.client_certificates) == ("both", [], [])
+    assert vars(build_parser().parse_args([]))["mailbox_passwords"] == {}

@@ -133,6 +133,12 @@ def test_form_post_response_mode_works_with_msal(http):
     assert result["id_token_claims"]["preferred_username"] == ADA
 
 
+def test_max_age_puts_auth_time_in_the_id_token_as_msal_checks(http):
+    result = connect(new_app(http), BOB, None, max_age=300)
+    assert "auth_time" in result["id_token_claims"], result
+    assert "auth_time" not in connect(new_app(http), BOB, None)["id_token_claims"]
+
+
 def test_pages_complete_with_plain_requests_and_consent_is_asked_once(emulator, http):
     app = new_app(http)
     started = app.initiate_auth_code_flow(SCOPES, redirect_uri=CALLBACK, login_hint=ADA)
@@ -303,6 +309,7 @@ def test_refresh_tokens_rotate_and_old_ones_stay_valid_unless_strict(emulator, h
         ("revoke-sessions", 50173, None),
         ("revoke-consent", 65001, "consent_required"),
         ("require-mfa", 50076, "basic_action"),
+        ("require-mfa-registration", 50079, None),
         ("sign-in-frequency", 70043, "token_expired"),
         ("disable", 50057, None),
     ],
@@ -313,7 +320,8 @@ def test_user_switches_make_the_next_refresh_fail_like_entra(emulator, http, swi
     assert state["upn"] == BOB
     failed = refresh(http, token)
     body = failed.json()
-    assert (failed.status_code, body["error"], body["error_codes"]) == (400, "invalid_grant", [code])
+    error = "interaction_required" if code == 50079 else "invalid_grant"
+    assert (failed.status_code, body["error"], body["error_codes"]) == (400, error, [code])
     assert body["error_description"].startswith(f"AADSTS{code}: ")
     assert body.get("suberror") == suberror
     assert {"trace_id", "correlation_id", "timestamp", "error_uri"} <= body.keys()
@@ -475,3 +483,29 @@ def test_control_api_reports_user_state_and_the_clock(emulator, http):
     after = control.advance_clock(86400)
     assert after["offset_s"] == 86400 and after["epoch"] - before >= 86400
     assert control.user_switch(ADA, "revoke-sessions")["refresh_tokens"] == 0
+
+
+def test_refresh_tokens_and_consent_survive_a_restart_with_a_state_file(tmp_path):
+    config = {"grant": "both", "redirect_uris": [REDIRECT], "state_file": str(tmp_path / "m365.json")}
+    first = serve_in_thread(make_config(**config))
+    try:
+        app = new_app(emulator_session(first.url))
+        connect(app, BOB, None)
+        saved_cache = app.token_cache.serialize()
+        first.emulator.auth.advance_clock(7200)
+    finally:
+        first.stop()
+    second = serve_in_thread(make_config(**config))
+    try:
+        assert second.emulator.auth.clock_offset_s == 7200
+        app = new_app(emulator_session(second.url))
+        app.token_cache.deserialize(saved_cache)
+        (account,) = app.get_accounts()
+        app.token_cache.remove_at(
+            next(iter(app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)))
+        )
+        refreshed = app.acquire_token_silent_with_error(SCOPES, account)
+        assert refreshed["token_source"] == "identity_provider", refreshed
+        assert second.emulator.auth.user_state(BOB)["consented"] == ["Contacts.ReadWrite"]
+    finally:
+        second.stop()
