@@ -24,12 +24,9 @@ def emulator_arguments():
 
 
 def serve_emulator_as_make_run_starts_it():
-    """The emulator with the printed arguments, on a free port. The demo arguments never carry
-    --mailbox-password or --client-certificate, whose parsing python -m m365_emulator does itself."""
+    """What bin/run-local starts, on a free port."""
     arguments = vars(emulator_arguments())
-    assert not arguments["mailbox_passwords"] and not arguments["client_certificates"]
-    for name in ("host", "port", "verbose", "mailbox_passwords", "client_certificates"):
-        del arguments[name]
+    del arguments["host"], arguments["port"], arguments["verbose"]
     return serve_in_thread(EmulatorConfig(**arguments))
 
 
