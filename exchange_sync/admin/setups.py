@@ -149,6 +149,19 @@ class ExchangeSyncSetupAdmin(SetupAdmin):
         exchange, _ = contact_sync.setups_for(user=request.user)
         return exchange
 
+    def get_list_display(self, request: HttpRequest):
+        # Administrators see who must reconnect at a glance.
+        columns = super().get_list_display(request)
+        return (*columns, "m365_connection") if m365_connections.delegated() else columns
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("user__m365_connection")
+
+    @admin.display(description="Microsoft 365 connection")
+    def m365_connection(self, obj: ExchangeSyncSetup) -> str:
+        connection = getattr(obj.user, "m365_connection", None)
+        return connection.get_status_display() if connection else "Not connected"
+
     def get_urls(self):
         # Connect, its callback and Disconnect act on the requester's own connection only: no id in
         # the URL, so nobody can name another user's.

@@ -260,6 +260,9 @@ def test_the_page_shows_the_connection_and_reconnect_only_to_its_owner(delegated
         "Needs reconnecting: the sign-in was revoked." in own and "Reconnect to Microsoft 365</button>" in own
     )
     assert "Needs reconnecting: the sign-in was revoked." in admins
+    listing = csrf_client(boss).get(reverse("admin:exchange_sync_exchangesyncsetup_changelist"))
+    listing = listing.content.decode()
+    assert '<td class="field-m365_connection">Needs reconnecting</td>' in listing
     assert "Reconnect to Microsoft 365</button>" not in admins  # Connect acts on the requester's own mailbox
 
 
