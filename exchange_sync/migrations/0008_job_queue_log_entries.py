@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange_sync', '0007_sync_health_alerts_progress'),
+        ('exchange_sync', '0011_m365_connection'),  # main's latest when this branch merged it
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
