@@ -230,11 +230,12 @@ def _sync_pass_user(*, pass_user: PassUser, log: JobQueueLogEntry, fingerprint: 
             job_queue_entry_id=log.entry_id,
             enqueue=False,
         )
-    except contact_sync.SyncRefused:
+    except contact_sync.SyncRefused as exc:  # already running, or must reconnect: the message says
         active = ContactSyncSetup.objects.filter(user=user).values_list("active_run_id", flat=True).first()
         if pass_user.run_id is not None and active == pass_user.run_id:
             return None
-        return PassResult(PassOutcome.SKIPPED, "already running: another run holds the user's sync")
+        logger.info("Job queue entry %s skipped %s: %s", log.entry_id, user, exc)
+        return PassResult(PassOutcome.SKIPPED, str(exc))
     except contact_sync.SetupIncomplete as exc:
         run = SyncRun.objects.create(
             user=user,

@@ -266,7 +266,7 @@ def test_the_page_shows_the_connection_and_reconnect_only_to_its_owner(delegated
     assert "Reconnect to Microsoft 365</button>" not in admins  # Connect acts on the requester's own mailbox
 
 
-def test_the_scheduled_pass_skips_a_user_who_must_reconnect(delegated, ann, caplog):
+def test_the_scheduled_pass_skips_a_user_who_must_reconnect(delegated, ann, caplog, inline_tasks):
     from exchange_sync.models import ExchangeSyncSetup, SyncRun
     from exchange_sync.services import job_queue
     from tests.exchange_sync.test_job_queue import new_entry
@@ -275,9 +275,13 @@ def test_the_scheduled_pass_skips_a_user_who_must_reconnect(delegated, ann, capl
     connection = connect(ann)
     m365_connections.StoredTokenCache(connection).sign_in_required(reason="the sign-in was revoked")
 
-    job_queue.run_job_queue_entry(entry_id=new_entry(ann).pk)
+    entry = job_queue.run_job_queue_entry(entry_id=new_entry(ann).pk)
 
     assert not SyncRun.objects.filter(user=ann).exists()
+    assert (
+        "Skipped 1 users: ann (Reconnect to Microsoft 365: the sign-in was revoked."
+        in entry.log_entries.get().error_message
+    )
     assert any(
         "skipped ann: Reconnect to Microsoft 365: the sign-in was revoked." in record.getMessage()
         for record in caplog.records
