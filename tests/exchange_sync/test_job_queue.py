@@ -345,7 +345,7 @@ def test_a_user_without_a_microsoft_365_email_fails_and_a_busy_user_is_skipped_a
     log = entry.log_entries.get()
     assert (log.users_synced, log.users_skipped, log.users_failed) == (1, 1, 1)
     assert "1 users: eve (sync run #" in log.error_message and "no Microsoft 365 email" in log.error_message
-    assert "bob (A Full Sync is already queued for bob" in log.error_message
+    assert "bob (A Full Sync with Microsoft 365 is already queued for bob" in log.error_message
     assert SyncRun.objects.get(user=no_email).status == RunStatus.FAILED
     assert not SyncRun.objects.filter(user=busy, job_queue_entry=entry).exists()
     assert len(folder_emails(m365, ann)) == 2
