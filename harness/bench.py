@@ -266,7 +266,7 @@ class _Scenarios:
             run = contact_sync.request_contact_sync(
                 user=self.user, mode=mode, trigger=SyncTrigger.COMMAND, enqueue=False
             )
-            run = contact_sync.run_contact_sync(run_id=run.pk)
+            run = contact_sync.run_contact_sync_to_end(run_id=run.pk)
         wall_s = time.perf_counter() - started
         peak_mb = _peak_rss_mb()
         stats = self.control.stats()

@@ -9,6 +9,7 @@ import functools
 from django.conf import settings
 
 from .auth import ClientCredentialsTokenProvider, TokenProvider
+from .budget import BucketRates, MailboxBudget
 from .client import (
     BatchRequest,
     BatchResult,
@@ -42,6 +43,7 @@ __all__ = [
     "BadRequest",
     "BatchRequest",
     "BatchResult",
+    "BucketRates",
     "ClientCredentialsTokenProvider",
     "DeltaPage",
     "FolderExists",
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidToken",
     "ItemNotFound",
     "M365NotConfigured",
+    "MailboxBudget",
     "MailboxNotFound",
     "PreconditionFailed",
     "ServiceUnavailable",
@@ -65,9 +68,10 @@ __all__ = [
 ]
 
 
-def graph_client_from_settings() -> GraphClient:
+def graph_client_from_settings(*, budget: MailboxBudget | None = None) -> GraphClient:
     """A fresh `GraphClient` (fresh request counters) for one sync run or one admin action,
     sharing the process's session and token provider so access tokens are reused across runs.
+    With `budget`, every request is paid for from its mailbox's budget first.
 
     Raises `M365NotConfigured` unless M365_TENANT_ID, M365_CLIENT_ID and M365_CLIENT_SECRET are set,
     or M365_EMULATOR_URL is. With the emulator the three credentials still apply (it checks them).
@@ -82,7 +86,7 @@ def graph_client_from_settings() -> GraphClient:
             "or M365_EMULATOR_URL for the local emulator."
         )
     token_provider = _token_provider(tenant_id, client_id, client_secret, emulator_url)
-    return GraphClient(token_provider=token_provider, session=token_provider.session)
+    return GraphClient(token_provider=token_provider, session=token_provider.session, budget=budget)
 
 
 @functools.lru_cache(maxsize=4)

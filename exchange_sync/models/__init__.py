@@ -2,6 +2,7 @@
 family: setups (User Card, Exchange Sync Setup 6700, Contact Sync Setup, links), runs (Sync Runs,
 Activity Log 710, incidents) and job_queue (Job Queue Entry 472)."""
 
+from .budget import MailboxBudget
 from .job_queue import (
     CodeunitId,
     JobQueueEntry,
@@ -54,6 +55,7 @@ __all__ = [
     "IncidentKind",
     "JobQueueEntry",
     "JobStatus",
+    "MailboxBudget",
     "ObjectType",
     "OutOfScopePolicy",
     "Outcome",

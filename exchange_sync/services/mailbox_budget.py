@@ -1,0 +1,70 @@
+"""Every mailbox's Graph request budget, kept in the database so that all runs, processes and hosts
+that write to one mailbox draw on the same bucket. Each change is a compare-and-swap UPDATE on the
+mailbox's row (no lock is held, no Redis needed); a loser of a race reads the row again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from ..graph import BucketRates
+from ..models import MailboxBudget
+
+
+class DatabaseMailboxBudget:
+    """A `exchange_sync.graph.MailboxBudget` on the MailboxBudget table. Thread-safe: each call uses
+    its thread's database connection."""
+
+    def __init__(self, *, rates: BucketRates, clock: Callable[[], float] = time.time) -> None:
+        self.rates = rates
+        self.clock = clock
+
+    def take(self, *, mailbox: str, requests: int) -> float:
+        key = mailbox.casefold()
+        while True:
+            row = self._row(key)
+            now = self.clock()
+            if row.blocked_until > now:
+                return row.blocked_until - now
+            tokens = self.rates.refill(tokens=row.tokens, refilled_at=row.refilled_at, now=now)
+            wait = self.rates.wait_s(tokens=tokens, wanted=requests)
+            if wait > 0:
+                return wait
+            if MailboxBudget.objects.filter(pk=row.pk, version=row.version).update(
+                tokens=tokens - requests, refilled_at=now, version=F("version") + 1
+            ):
+                return 0.0
+
+    def block(self, *, mailbox: str, seconds: float) -> None:
+        key = mailbox.casefold()
+        until = self.clock() + seconds
+        row = self._row(key)
+        MailboxBudget.objects.filter(pk=row.pk, blocked_until__lt=until).update(
+            blocked_until=until, version=F("version") + 1
+        )
+
+    def _row(self, key: str) -> MailboxBudget:
+        row = MailboxBudget.objects.filter(mailbox=key).first()
+        if row is not None:
+            return row
+        try:
+            with transaction.atomic():
+                # A new mailbox starts with a full bucket, like one that has been idle.
+                return MailboxBudget.objects.create(
+                    mailbox=key, tokens=self.rates.capacity, refilled_at=self.clock()
+                )
+        except IntegrityError:  # another process created it first
+            return MailboxBudget.objects.get(mailbox=key)
+
+
+def budget_from_settings() -> DatabaseMailboxBudget:
+    """The budget of GRAPH_MAILBOX_BUDGET requests per GRAPH_MAILBOX_WINDOW_S seconds per mailbox."""
+    return DatabaseMailboxBudget(
+        rates=BucketRates.for_limit(
+            limit=settings.GRAPH_MAILBOX_BUDGET, window_s=settings.GRAPH_MAILBOX_WINDOW_S
+        )
+    )
