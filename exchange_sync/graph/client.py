@@ -576,11 +576,14 @@ class GraphClient:
                 token_refreshed = force_refresh = True
                 logger.info("Graph rejected the access token for %s; refreshing it once", mailbox)
                 continue
+            if status == 429:
+                # Whether or not this client retries, nobody else should send before Retry-After.
+                self._block(mailbox, self._retry_delay_s(response.headers, attempt))
+                if not from_pool:
+                    self._settle(mailbox)  # tell the other hosts now, not after the wait
             if status not in RETRYABLE_STATUSES or attempt >= self.max_retries:
                 return response
             delay = self._retry_delay_s(response.headers, attempt)
-            if status == 429:
-                self._block(mailbox, delay)
             logger.info(
                 "Graph answered %d to %s %s for %s; retrying in %.1fs (attempt %d of %d)",
                 status,

@@ -13,8 +13,6 @@ what is already written.
 
 from __future__ import annotations
 
-import time
-
 from exchange_sync.graph import GraphClient
 from exchange_sync.models import ContactSyncSetup, RunPhase, SyncMode, SyncRun
 
@@ -57,7 +55,7 @@ class SyncEngine:
             mailbox=mailbox,
             countries=self.countries,
             log=self.log,
-            stop=lambda: deadline is not None and time.monotonic() >= deadline,
+            deadline=deadline,
         )
         self.bc_writer = BcWriter(setup=setup, log=self.log)
         self.delta_link = ""  # Outlook's sync point after this run, once execute() has read it

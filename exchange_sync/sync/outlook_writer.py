@@ -7,8 +7,8 @@ across an HTTP call.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -109,10 +109,11 @@ class OutlookWriter:
         mailbox: str,
         countries: Countries,
         log: RunLog,
-        stop: Callable[[], bool] = lambda: False,
+        deadline: float | None = None,
     ) -> None:
-        """`stop`: whether to send no further $batch (the slice's time is up). What was sent is
-        recorded all the same; `stopped` then says that some actions were not applied."""
+        """`deadline` (time.monotonic()): when to send no further $batch, once one has landed (so that
+        every slice moves on). What was sent is recorded all the same; `stopped` then says that some
+        actions were not applied."""
         self.setup = setup
         self.client = client
         self.mailbox = mailbox
@@ -120,7 +121,8 @@ class OutlookWriter:
         self.countries = countries
         self.log = log
         self.pending_links = PendingLinks()
-        self.stop = stop
+        self.deadline = deadline
+        self.batches_landed = 0
         self.stopped = False
 
     def refresh_change_keys(self, change_keys: dict[str, str]) -> None:
@@ -138,6 +140,9 @@ class OutlookWriter:
                 self.stopped = True
                 return
             self._apply_window(window)
+
+    def stop(self) -> bool:
+        return self.deadline is not None and self.batches_landed > 0 and time.monotonic() >= self.deadline
 
     def flush_links(self) -> None:
         """Write the link changes of the batches recorded so far."""
@@ -206,6 +211,7 @@ class OutlookWriter:
         unsent = set(by_request)
         for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests, stop=self.stop):
             unsent.difference_update(result.id for result in results)
+            self.batches_landed += 1
             with transaction.atomic():
                 landed = [intents[result.id] for result in results if result.id in intents]
                 if landed:
