@@ -13,6 +13,7 @@ from django.conf import settings
 
 from exchange_sync.models import ContactLink, ContactSyncSetup, RunStatus, SyncMode, SyncRun, SyncTrigger
 from exchange_sync.services import contact_sync
+from exchange_sync.services.health import run_progress
 from tests.factories import PersonFactory
 from tests.processes import child_environment, start, stop
 
@@ -51,6 +52,7 @@ def test_a_run_cut_into_slices_goes_on_where_it_stopped_and_moves_the_watermark_
     setup = ContactSyncSetup.objects.get(user=sync_user)
     assert (setup.active_run_id, setup.delta_link, setup.watermark) == (run.pk, "", None)  # held, not moved
     first_slice_requests = run.graph_requests
+    assert run_progress(run=run).text == "slice 2 is queued and goes on where slice 1 stopped"
     # A second delivery of the finished slice is a no-op.
     assert contact_sync.run_contact_sync(run_id=run.pk, slice_no=1).slice == 2
 
