@@ -147,7 +147,8 @@ M365_CLIENT_ID = env.str("M365_CLIENT_ID", default="")
 M365_CLIENT_SECRET = env.str("M365_CLIENT_SECRET", default="")
 M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
 # Outlook's request limit per app and mailbox (every request inside a $batch counts); runs pace
-# themselves to 90 % of it, shared by every host through the database (exchange_sync.graph.budget).
+# themselves to 90 % of it, shared by every host through the database (exchange_sync.graph.budget);
+# 0 turns pacing off.
 GRAPH_MAILBOX_BUDGET = env.int("GRAPH_MAILBOX_BUDGET", default=10_000)
 GRAPH_MAILBOX_WINDOW_S = env.float("GRAPH_MAILBOX_WINDOW_S", default=600.0)
 

@@ -61,8 +61,11 @@ class DatabaseMailboxBudget:
             return MailboxBudget.objects.get(mailbox=key)
 
 
-def budget_from_settings() -> DatabaseMailboxBudget:
-    """The budget of GRAPH_MAILBOX_BUDGET requests per GRAPH_MAILBOX_WINDOW_S seconds per mailbox."""
+def budget_from_settings() -> DatabaseMailboxBudget | None:
+    """The budget of GRAPH_MAILBOX_BUDGET requests per GRAPH_MAILBOX_WINDOW_S seconds per mailbox;
+    None (no pacing) when GRAPH_MAILBOX_BUDGET is 0, as for benchmarks of the engine itself."""
+    if not settings.GRAPH_MAILBOX_BUDGET:
+        return None
     return DatabaseMailboxBudget(
         rates=BucketRates.for_limit(
             limit=settings.GRAPH_MAILBOX_BUDGET, window_s=settings.GRAPH_MAILBOX_WINDOW_S
