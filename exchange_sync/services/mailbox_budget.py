@@ -1,6 +1,7 @@
 """Every mailbox's Graph request budget, kept in the database so that all runs, processes and hosts
 that write to one mailbox draw on the same bucket. Each change is a compare-and-swap UPDATE on the
-mailbox's row (no lock is held, no Redis needed); a loser of a race reads the row again."""
+mailbox's row, on its version (no lock is held, no Redis needed); a loser of a race reads the row
+again."""
 
 from __future__ import annotations
 
@@ -16,28 +17,35 @@ from ..models import MailboxBudget
 
 
 class DatabaseMailboxBudget:
-    """A `exchange_sync.graph.MailboxBudget` on the MailboxBudget table. Thread-safe: each call uses
-    its thread's database connection."""
+    """A `exchange_sync.graph.MailboxBudget` on the MailboxBudget table, for one client's calling
+    thread. It remembers each row as it last wrote it, so that a take is one UPDATE while nobody else
+    touches the mailbox; when another process has changed the row, the UPDATE matches nothing and
+    the row is read again."""
 
     def __init__(self, *, rates: BucketRates, clock: Callable[[], float] = time.time) -> None:
         self.rates = rates
         self.clock = clock
+        self._known: dict[str, MailboxBudget] = {}
 
     def take(self, *, mailbox: str, requests: int) -> float:
         key = mailbox.casefold()
+        row = self._known.get(key) or self._row(key)
         while True:
-            row = self._row(key)
             now = self.clock()
             if row.blocked_until > now:
                 return row.blocked_until - now
             tokens = self.rates.refill(tokens=row.tokens, refilled_at=row.refilled_at, now=now)
             wait = self.rates.wait_s(tokens=tokens, wanted=requests)
             if wait > 0:
+                self._known.pop(key, None)  # by the time it is over, others may have changed the row
                 return wait
             if MailboxBudget.objects.filter(pk=row.pk, version=row.version).update(
                 tokens=tokens - requests, refilled_at=now, version=F("version") + 1
             ):
+                row.tokens, row.refilled_at, row.version = tokens - requests, now, row.version + 1
+                self._known[key] = row
                 return 0.0
+            row = self._row(key)
 
     def block(self, *, mailbox: str, seconds: float) -> None:
         key = mailbox.casefold()
@@ -46,6 +54,7 @@ class DatabaseMailboxBudget:
         MailboxBudget.objects.filter(pk=row.pk, blocked_until__lt=until).update(
             blocked_until=until, version=F("version") + 1
         )
+        self._known.pop(key, None)
 
     def _row(self, key: str) -> MailboxBudget:
         row = MailboxBudget.objects.filter(mailbox=key).first()
