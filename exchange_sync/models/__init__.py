@@ -3,6 +3,7 @@ family: setups (User Card, Exchange Sync Setup 6700, Contact Sync Setup, links),
 Activity Log 710, incidents) and job_queue (Job Queue Entry 472)."""
 
 from .budget import MailboxBudget
+from .connections import M365Connection, M365ConnectionStatus
 from .job_queue import (
     CodeunitId,
     JobQueueEntry,
@@ -55,6 +56,8 @@ __all__ = [
     "IncidentKind",
     "JobQueueEntry",
     "JobStatus",
+    "M365Connection",
+    "M365ConnectionStatus",
     "MailboxBudget",
     "ObjectType",
     "OutOfScopePolicy",
