@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from exchange_sync.graph import BucketRates, GraphClient, Throttled, contact_create_request
-from exchange_sync.graph.auth import ClientCredentialsTokenProvider
+from exchange_sync.graph.auth import AppCredential, AppRegistration, ClientCredentialsTokenProvider
 from exchange_sync.graph.transport import build_session
 from exchange_sync.models import MailboxBudget
 from exchange_sync.services.mailbox_budget import DatabaseMailboxBudget
@@ -28,11 +28,13 @@ def test_the_rates_keep_a_burst_plus_a_full_window_under_the_limit():
 
 def client_for(m365, budget: DatabaseMailboxBudget, **options) -> GraphClient:
     """A client as another host would build it: its own session, token and in-flight slots."""
-    provider = ClientCredentialsTokenProvider(
+    registration = AppRegistration(
         tenant_id="bcsync-test",
         client_id="bcsync-tests",
-        client_secret="test-secret",
-        session=build_session(emulator_url=m365.url),
+        credential=AppCredential(setting="M365_CLIENT_SECRET", secret="test-secret"),
+    )
+    provider = ClientCredentialsTokenProvider(
+        registration=registration, session=build_session(emulator_url=m365.url)
     )
     return GraphClient(token_provider=provider, session=provider.session, budget=budget, **options)
 
