@@ -297,7 +297,7 @@ def _hand_on(run: SyncRun, *, slice_no: int, counts: dict[str, int], queue_next:
             ContactSyncSetup.objects.filter(user_id=run.user_id, active_run=run).update(claimed_at=now)
             if queue_next:
                 transaction.on_commit(lambda: _enqueue(run, slice_no=next_slice))
-    logger.info("Contact sync run %s: slice %d ended, slice %d queued", run.pk, slice_no, next_slice)
+            logger.info("Contact sync run %s: slice %d ended, slice %d follows", run.pk, slice_no, next_slice)
     return bool(handed_on)
 
 
