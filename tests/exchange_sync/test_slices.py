@@ -73,6 +73,7 @@ def worker_env(m365, tmp_path) -> dict[str, str]:
         M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
         Q_WORKERS="1",
         Q_SYNC="false",
+        Q_CLUSTER_NAME="interactive",  # a button's run, and each of its slices, goes to this cluster
     )
 
 
