@@ -207,7 +207,10 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         with transaction.atomic():
             if run.mode != SyncMode.PREVIEW:
                 ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(
-                    watermark=run.started_at, delta_link=engine.delta_link, last_sync_at=finished
+                    watermark=run.started_at,
+                    delta_link=engine.delta_link,
+                    last_sync_at=finished,
+                    settled_key=engine.settled_key(),
                 )
             SyncRun.objects.filter(pk=run.pk).update(
                 status=RunStatus.SUCCEEDED,

@@ -5,6 +5,11 @@ $batch calls of at most 20, up to 4 in flight, and the links, log entries and co
 are written in one short transaction as the batch lands. No transaction is ever held open across an
 HTTP call. A run killed at any moment leaves the watermark and delta link where they were, so the
 next run reads the same changes again, and email matching links what the killed run had created.
+
+A Sync that finds nothing changed on either side since a run that left nothing to try again stops
+after reading Outlook, without reading the links or the scope (`reader.nothing_to_sync`): its cost
+does not grow with the folder. A run that writes first clears the setup's `settled_key`, so one stopped
+half-way never lets the next Sync take that shortcut.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from .activity_log import RunLog
 from .bc_writer import BcWriter
 from .outlook_writer import OUTLOOK_KINDS, OutlookWriter
 from .planner import ActionKind, MassDeleteBlocked, Plan, plan
-from .reader import load_countries, read_outlook, read_plan_input
+from .reader import load_countries, nothing_to_sync, read_outlook, read_plan_input, settings_key
 
 
 class SyncEngine:
@@ -52,6 +57,9 @@ class SyncEngine:
             from_scratch=full or not self.setup.delta_link,
         )
         self.log.start_phase(RunPhase.PLANNING)
+        if self.run.mode == SyncMode.SYNC and nothing_to_sync(setup=self.setup, outlook=outlook):
+            self.delta_link = outlook.delta_link
+            return Plan(actions=[], folder_size=0)
         plan_input, self.log.deleted_nos = read_plan_input(
             setup=self.setup, run=self.run, outlook=outlook, full=full or outlook.whole_folder
         )
@@ -62,6 +70,8 @@ class SyncEngine:
         elif the_plan.blocked:
             raise MassDeleteBlocked(the_plan.blocked)
         else:
+            if the_plan.actions:
+                ContactSyncSetup.objects.filter(pk=self.setup.pk).update(settled_key="")
             self.outlook_writer.refresh_change_keys(outlook.change_keys)
             self.apply(the_plan)
             self.flush()  # what reading logged (an expired delta link) when the plan had nothing to write
@@ -83,6 +93,13 @@ class SyncEngine:
         """Write the link changes, log entries and counts so far, and prove the run is alive (heartbeat)."""
         self.outlook_writer.flush_links()
         self.log.flush()
+
+    def settled_key(self) -> str:
+        """What the setup's `settled_key` becomes when this run succeeds: its settings' fingerprint if
+        nothing failed or was skipped (a skip may recur, as a contact sharing a synced email does)."""
+        if self.log.tally["failed"] or self.log.tally["skipped"]:
+            return ""
+        return settings_key(setup=self.setup)
 
     def counts(self) -> dict[str, int]:
         return self.log.counts()
