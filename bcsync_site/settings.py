@@ -82,10 +82,12 @@ DATABASES = {"default": env.db_url_config(database_url)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One writer at a time: take the write lock at BEGIN and wait for it, instead of failing with
     # "database is locked" when a read transaction upgrades (Django's default is DEFERRED).
+    # WAL lets readers go on while one process writes; bcsync_site.sqlite3 turns it on once per file.
+    DATABASES["default"]["ENGINE"] = "bcsync_site.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA synchronous=NORMAL;",
     }
     # A file, not :memory:, so tests see the same locking as the app and other processes can open it;
     # one per test process, so concurrent test runs never share it.
