@@ -61,7 +61,7 @@ def run_quiet_benchmark(
             with _scratch_database(postgres=postgres, n=n) as database_url:
                 env = child_env(var_dir=var_dir, database_url=database_url, LOG_LEVEL="WARNING")
                 state = var_dir / "emulator-state.json"
-                progress(f"N={n}: seeding {n:,} linked contacts ({database_url.split(':')[0]})")
+                progress(f"N={n}: seeding {n:,} linked contacts ({'PostgreSQL' if postgres else 'SQLite'})")
                 _child(env, "--worker-seed", str(n), "--worker-state", str(state))
                 with emulator_process("--state", str(state), *profile.emulator_args()) as url:
                     config = EmulatorConfig()
