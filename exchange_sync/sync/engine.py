@@ -56,10 +56,10 @@ class SyncEngine:
             log=self.log,
             from_scratch=full or not self.setup.delta_link,
         )
-        self.log.start_phase(RunPhase.PLANNING)
         if self.run.mode == SyncMode.SYNC and nothing_to_sync(setup=self.setup, outlook=outlook):
             self.delta_link = outlook.delta_link
             return Plan(actions=[], folder_size=0)
+        self.log.start_phase(RunPhase.PLANNING)
         plan_input, self.log.deleted_nos = read_plan_input(
             setup=self.setup, run=self.run, outlook=outlook, full=full or outlook.whole_folder
         )
