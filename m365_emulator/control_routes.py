@@ -1,4 +1,5 @@
-"""/_emulator/*: knobs, counters, resets, mailboxes and the Outlook back door, as plain JSON.
+"""/_emulator/*: knobs, counters, resets, mailboxes, the Outlook back door and change-notification
+subscriptions, deliveries and lifecycle events, as plain JSON.
 
 No auth, no faults, no limits and not counted in the Graph stats. Errors use Graph's envelope.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -51,10 +53,67 @@ def _create_folder(emulator: Emulator, params: dict[str, str], body: Any) -> Any
     return emulator.outlook(params["upn"]).create_folder(body["displayName"], body.get("parent"))
 
 
+def _lifecycle(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("event"), str):
+        raise bad_request('Send {"event": "reauthorizationRequired" | "subscriptionRemoved" | "missed"}.')
+    try:
+        item = emulator.fire_lifecycle(params["id"], body["event"])
+    except ValueError as error:
+        raise bad_request(str(error)) from None
+    return {"sent": item is not None, "item": item}
+
+
+def _wait_notifications(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    timeout = body.get("timeout_s", 10) if isinstance(body, dict) else None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout <= 600:
+        raise bad_request('Send {"timeout_s": <seconds, 0..600>}.')
+    return {"idle": emulator.wait_notifications(float(timeout))}
+
+
 def _contact_data(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("Send the contact as a JSON object.")
     return body
+
+
+def _password(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("password"), str | None):
+        raise bad_request('Send {"password": "..."} (null: sign in by address alone).')
+    emulator.auth.set_password(params["upn"], body.get("password"))
+    return emulator.auth.user_state(params["upn"])
+
+
+def _clock(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("advance_s", 0), int | float):
+        raise bad_request('Send {"advance_s": seconds}.')
+    emulator.auth.advance_clock(float(body.get("advance_s", 0)))
+    return _clock_state(emulator)
+
+
+def _clock_state(emulator: Emulator) -> dict[str, Any]:
+    now = emulator.auth.now()
+    return {
+        "now": datetime.fromtimestamp(now, UTC).isoformat(),
+        "epoch": now,
+        "offset_s": emulator.auth.clock_offset_s,
+    }
+
+
+def _add_certificate(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("pem"), str):
+        raise bad_request('Send {"pem": "-----BEGIN CERTIFICATE-----..."}.')
+    try:
+        return emulator.auth.add_certificate(body["pem"])
+    except ValueError as error:
+        raise bad_request(f"Not a usable certificate: {error}.") from None
+
+
+def _user_switch(switch: Callable[[Emulator, str], None]) -> Action:
+    def action(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+        switch(emulator, params["upn"])
+        return emulator.auth.user_state(params["upn"])
+
+    return action
 
 
 ROUTES: list[tuple[str, str, Action]] = [
@@ -63,6 +122,13 @@ ROUTES: list[tuple[str, str, Action]] = [
     ("GET", "/stats", lambda e, p, b: e.stats()),
     ("POST", "/stats/reset", lambda e, p, b: e.reset_stats()),
     ("POST", "/reset", lambda e, p, b: e.reset()),
+    ("GET", "/subscriptions", lambda e, p, b: e.subscriptions()),
+    ("POST", "/subscriptions/{id}/expire", lambda e, p, b: e.expire_subscription(p["id"])),
+    ("POST", "/subscriptions/{id}/lifecycle", _lifecycle),
+    ("GET", "/notifications", lambda e, p, b: e.notifications()),
+    ("POST", "/notifications/reset", lambda e, p, b: e.reset_notifications()),
+    ("POST", "/notifications/wait", _wait_notifications),
+    ("GET", "/endpoints", lambda e, p, b: e.endpoints()),
     ("GET", "/mailboxes", lambda e, p, b: e.mailboxes()),
     ("POST", "/mailboxes", _add_mailbox),
     ("GET", "/mailboxes/{upn}/folders", lambda e, p, b: e.outlook(p["upn"]).list_folders()),
@@ -84,6 +150,27 @@ ROUTES: list[tuple[str, str, Action]] = [
         lambda e, p, b: e.outlook(p["upn"]).update_contact(p["id"], _contact_data(b)),
     ),
     ("DELETE", "/mailboxes/{upn}/contacts/{id}", lambda e, p, b: e.outlook(p["upn"]).delete_contact(p["id"])),
+    ("GET", "/users/{upn}", lambda e, p, b: e.auth.user_state(p["upn"])),
+    ("POST", "/users/{upn}/revoke-sessions", _user_switch(lambda e, upn: e.auth.revoke_sessions(upn))),
+    ("POST", "/users/{upn}/password", _password),
+    ("POST", "/users/{upn}/revoke-consent", _user_switch(lambda e, upn: e.auth.revoke_consent(upn))),
+    ("POST", "/users/{upn}/require-mfa", _user_switch(lambda e, upn: e.auth.require_mfa(upn))),
+    (
+        "POST",
+        "/users/{upn}/require-mfa-registration",
+        _user_switch(lambda e, upn: e.auth.require_mfa_registration(upn)),
+    ),
+    (
+        "POST",
+        "/users/{upn}/sign-in-frequency",
+        _user_switch(lambda e, upn: e.auth.enforce_sign_in_frequency(upn)),
+    ),
+    ("POST", "/users/{upn}/disable", _user_switch(lambda e, upn: e.auth.set_disabled(upn, True))),
+    ("POST", "/users/{upn}/enable", _user_switch(lambda e, upn: e.auth.set_disabled(upn, False))),
+    ("GET", "/clock", lambda e, p, b: _clock_state(e)),
+    ("POST", "/clock", _clock),
+    ("GET", "/certificates", lambda e, p, b: [e.auth.describe_certificate(c) for c in e.auth.certificates]),
+    ("POST", "/certificates", _add_certificate),
     (
         "POST",
         "/mailboxes/{upn}/contacts/{id}/move",

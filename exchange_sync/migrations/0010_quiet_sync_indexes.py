@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('contacts', '0002_countries_and_number_series'),
-        ('exchange_sync', '0007_sync_health_alerts_progress'),
+        ('exchange_sync', '0011_m365_connection'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
