@@ -160,6 +160,9 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@local
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Where people open the admin; the links in alert emails start with it.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Live updates: the address Microsoft 365 POSTs change notifications to (https; plain http only for
+# 127.0.0.1/localhost, which the local emulator accepts). Empty: live updates off, polling only.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
 
 # Contacts import and export: importing creates contacts, so it needs "Can add contact" (administrators;
 # the Salesperson group has view and change only); exporting needs "Can view contact".

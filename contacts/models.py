@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import changes
 from .text import storable_text
 
 CONTACT_SERIES = "CONT"
@@ -85,12 +86,16 @@ class ContactType(models.TextChoices):
 
 class ContactQuerySet(models.QuerySet["Contact"]):
     """Every bulk path the application uses stamps last_modified, as Business Central's OnModify
-    does, so a Sync never misses a change made in bulk."""
+    does, so a Sync never misses a change made in bulk, and announces the contacts it wrote (signals
+    do not fire for these)."""
 
     def update(self, **kwargs: Any) -> int:
         kwargs = {key: storable_text(v) if isinstance(v, str) else v for key, v in kwargs.items()}
         kwargs.setdefault("last_modified", timezone.now())
-        return super().update(**kwargs)
+        with transaction.atomic(using=self.db):
+            # Read first: the UPDATE may move the rows out of this queryset's own filter.
+            changes.announce(pairs=self.values_list("pk", "no"), using=self.db)
+            return super().update(**kwargs)
 
     def bulk_update(
         self, objs: Iterable[Contact], fields: Sequence[str], batch_size: int | None = None
@@ -101,7 +106,9 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             obj.apply_derived_fields()
             obj.last_modified = now
         fields = list(dict.fromkeys([*fields, "name", "search_email", "company_name", "last_modified"]))
-        return super().bulk_update(objs, fields, batch_size=batch_size)
+        with transaction.atomic(using=self.db):
+            changes.announce(pairs=((obj.pk, obj.no) for obj in objs), using=self.db)
+            return super().bulk_update(objs, fields, batch_size=batch_size)
 
     def bulk_create(self, objs: Iterable[Contact], *args: Any, **kwargs: Any) -> list[Contact]:
         objs = list(objs)
@@ -111,7 +118,10 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             obj.no = obj.no or next(numbers)
             obj.apply_derived_fields()
             obj.last_modified = now
-        return super().bulk_create(objs, *args, **kwargs)
+        with transaction.atomic(using=self.db):
+            created = super().bulk_create(objs, *args, **kwargs)
+            changes.announce(pairs=((obj.pk, obj.no) for obj in created), using=self.db)
+            return created
 
     def persons(self) -> ContactQuerySet:
         return self.filter(type=ContactType.PERSON)

@@ -17,6 +17,7 @@ from .client import (
     contact_create_request,
     contact_delete_request,
     contact_update_request,
+    folder_resource,
 )
 from .errors import (
     AccessDenied,
@@ -60,6 +61,7 @@ __all__ = [
     "contact_create_request",
     "contact_delete_request",
     "contact_update_request",
+    "folder_resource",
     "graph_client_from_settings",
     "reset_graph_client_cache",
 ]

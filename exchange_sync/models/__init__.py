@@ -1,6 +1,6 @@
 """Microsoft 365 sync state per user, after Business Central's pages and tables, one module per
 family: setups (User Card, Exchange Sync Setup 6700, Contact Sync Setup, links), runs (Sync Runs,
-Activity Log 710, incidents) and job_queue (Job Queue Entry 472)."""
+Activity Log 710, incidents), job_queue (Job Queue Entry 472) and live (Graph subscriptions)."""
 
 from .job_queue import (
     CodeunitId,
@@ -8,6 +8,7 @@ from .job_queue import (
     JobStatus,
     ObjectType,
 )
+from .live import GraphSubscription, SubscriptionStatus
 from .runs import (
     ActivityLog,
     ActivityLogQuerySet,
@@ -51,6 +52,7 @@ __all__ = [
     "Direction",
     "ExchangeSyncSetup",
     "ExistingFolderPolicy",
+    "GraphSubscription",
     "IncidentKind",
     "JobQueueEntry",
     "JobStatus",
@@ -59,6 +61,7 @@ __all__ = [
     "Outcome",
     "RunPhase",
     "RunStatus",
+    "SubscriptionStatus",
     "SyncHealth",
     "SyncIncident",
     "SyncMode",

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -34,6 +37,9 @@ from . import alerts, sync_folder
 from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
+
+# Sent with `run` when a run has ended (released its claim), whatever its outcome.
+run_finished = Signal()
 
 UNEXPECTED_ERROR = "Unexpected error ({name}); the details are in the server log."
 
@@ -165,6 +171,38 @@ def request_contact_sync(
     return run
 
 
+def request_coalesced_sync(*, user_id: int, trigger: str = SyncTrigger.LIVE) -> SyncRun | None:
+    """A Sync asked for by a change (live updates), coalesced: however many changes ask, a user has
+    at most one run queued or running plus one trailing run. Each request stamps sync_requested_at;
+    only the request that raises sync_pending queues a run (the flag is taken over from a run whose
+    claim was released or went stale), and a run finds at its end any request made after it started.
+    Returns the run queued, if this request queued one."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    setups = ContactSyncSetup.objects.filter(user_id=user_id)
+    setups.update(sync_requested_at=now)
+    free = Q(sync_pending=False) | Q(active_run__isnull=True) | Q(claimed_at__lt=stale_before)
+    if not setups.filter(free).update(sync_pending=True):
+        return None
+    user = get_user_model().objects.get(pk=user_id)
+    try:
+        return request_contact_sync(user=user, mode=SyncMode.SYNC, trigger=trigger)
+    except SyncRefused:
+        return None  # the run holding the claim finds this request when it ends
+    except SetupIncomplete:
+        setups.update(sync_pending=False)
+        return None
+
+
+def _queue_trailing_run(run: SyncRun) -> None:
+    """The end of a run: a change that asked for a Sync after the run started gets one more run."""
+    setups = ContactSyncSetup.objects.filter(user_id=run.user_id)
+    setups.update(sync_pending=False)
+    requested = setups.values_list("sync_requested_at", flat=True).first()
+    if requested and run.started_at and requested > run.started_at:
+        request_coalesced_sync(user_id=run.user_id)
+
+
 def _enqueue(run: SyncRun) -> None:
     async_task(
         "exchange_sync.tasks.run_contact_sync_task",
@@ -224,6 +262,8 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
         ContactSyncSetup.objects.release_claim(setup=setup, run=run)
     run.refresh_from_db()
     alerts.note_run_finished(run=run)
+    _queue_trailing_run(run)
+    run_finished.send(sender=SyncRun, run=run)
     return run
 
 
