@@ -41,10 +41,12 @@ class _Batch:
     ids: set[int] = field(default_factory=set)
     nos: set[str] = field(default_factory=set)
     origins: set[object | None] = field(default_factory=set)
+    sent: bool = False
 
     def send(self) -> None:
         from .models import Contact
 
+        self.sent = True
         contacts_changed.send(
             sender=Contact,
             contact_ids=frozenset(self.ids),
@@ -63,7 +65,7 @@ def _batch_of_transaction(using: str) -> _Batch:
     connection = connections[using]
     batches: dict[str, _Batch] = _local.__dict__.setdefault("batches", {})
     batch = batches.get(using)
-    if batch is None or not any(entry[1] == batch.send for entry in connection.run_on_commit):
+    if batch is None or batch.sent or not any(entry[1] == batch.send for entry in connection.run_on_commit):
         batch = _Batch()
         batches[using] = batch
         transaction.on_commit(batch.send, using=using)
