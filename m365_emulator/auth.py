@@ -226,3 +226,8 @@ class Auth:
         with self._lock:
             for token in self._tokens:
                 self._tokens[token] = 0.0
+
+    def delegated_user(self, request: Request) -> str | None:
+        """The user a delegated token signed in as (what /me means); None for app-only tokens, the only
+        kind this emulator issues."""
+        return None

@@ -16,6 +16,9 @@ DEFAULT_TOP = 10
 # contact delta pages: a Microsoft answer puts both the default and the cap of odata.maxpagesize at 200.
 DEFAULT_DELTA_PAGE_SIZE = 200
 MAX_BATCH_REQUESTS = 20
+# Change notifications: Graph's documented answer deadlines (3 s, 10 s for retries and validation) and the
+# contact subscription cap a live tenant enforced (10,070 minutes; the documentation says 10,080).
+DEFAULT_SUBSCRIPTION_MAX_MINUTES = 10_070
 
 
 @dataclass
@@ -48,6 +51,18 @@ class EmulatorConfig:
     delta_token_max_age_s: float | None = None  # older delta/skip tokens answer 410 syncStateNotFound
     delta_replay: bool = False  # each delta round re-sends the previous round's changes too
     shuffle_batch_responses: bool = True
+    notification_delay_ms: float = 0.0  # added before each change notification is sent
+    notification_batch_ms: float = 50.0  # notifications due within this window share one POST
+    notification_duplicate_rate: float = 0.0  # probability a change notification is sent twice
+    notification_drop_rate: float = 0.0  # probability a change notification is never sent
+    notification_timeout_s: float = 3.0  # a first delivery answered later (or not 2xx) is retried
+    notification_retry_timeout_s: float = 10.0  # how long retries wait for an answer
+    notification_retry_base_s: float = 1.0  # retry n waits base * 2**(n-1)
+    notification_max_attempts: int = 5  # then the notification is dropped
+    validation_timeout_s: float = 10.0  # the validation handshake's deadline
+    subscription_max_minutes: int = DEFAULT_SUBSCRIPTION_MAX_MINUTES
+    slow_endpoint_delay_s: float = 600.0  # extra delay for an endpoint marked "slow"
+    dropped_endpoint_s: float = 600.0  # how long an endpoint marked "drop" loses its notifications
 
 
 # Fields fixed for the life of an Emulator (identity of the tenant and where state lives).

@@ -1,7 +1,9 @@
 """EmulatorControl: drive a separately started emulator's /_emulator/* endpoints (urllib only).
 
-Mirrors the in-process API: configure, stats, reset_stats, reset, add_mailbox, and outlook(upn) with
-the same back-door operations as Emulator.outlook(upn). Errors raise GraphError.
+Mirrors the in-process API: configure, stats, reset_stats, reset, add_mailbox, outlook(upn) with
+the same back-door operations as Emulator.outlook(upn), and the change-notification helpers
+(subscriptions, expire_subscription, fire_lifecycle, notifications, reset_notifications,
+wait_notifications, endpoints). Errors raise GraphError.
 """
 
 from __future__ import annotations
@@ -70,6 +72,30 @@ class EmulatorControl:
 
     def outlook(self, upn: str) -> RemoteOutlook:
         return RemoteOutlook(self, upn)
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/subscriptions")
+
+    def expire_subscription(self, subscription_id: str) -> None:
+        self.call("POST", f"/subscriptions/{quote(subscription_id, safe='')}/expire")
+
+    def fire_lifecycle(self, subscription_id: str, event: str) -> dict[str, Any] | None:
+        result = self.call(
+            "POST", f"/subscriptions/{quote(subscription_id, safe='')}/lifecycle", {"event": event}
+        )
+        return result["item"]
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/notifications")
+
+    def reset_notifications(self) -> None:
+        self.call("POST", "/notifications/reset")
+
+    def wait_notifications(self, timeout_s: float = 10.0) -> bool:
+        return self.call("POST", "/notifications/wait", {"timeout_s": timeout_s})["idle"]
+
+    def endpoints(self) -> dict[str, dict[str, Any]]:
+        return self.call("GET", "/endpoints")
 
 
 class RemoteOutlook:

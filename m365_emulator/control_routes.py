@@ -1,4 +1,5 @@
-"""/_emulator/*: knobs, counters, resets, mailboxes and the Outlook back door, as plain JSON.
+"""/_emulator/*: knobs, counters, resets, mailboxes, the Outlook back door and change-notification
+subscriptions, deliveries and lifecycle events, as plain JSON.
 
 No auth, no faults, no limits and not counted in the Graph stats. Errors use Graph's envelope.
 """
@@ -51,6 +52,23 @@ def _create_folder(emulator: Emulator, params: dict[str, str], body: Any) -> Any
     return emulator.outlook(params["upn"]).create_folder(body["displayName"], body.get("parent"))
 
 
+def _lifecycle(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("event"), str):
+        raise bad_request('Send {"event": "reauthorizationRequired" | "subscriptionRemoved" | "missed"}.')
+    try:
+        item = emulator.fire_lifecycle(params["id"], body["event"])
+    except ValueError as error:
+        raise bad_request(str(error)) from None
+    return {"sent": item is not None, "item": item}
+
+
+def _wait_notifications(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    timeout = body.get("timeout_s", 10) if isinstance(body, dict) else None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout <= 600:
+        raise bad_request('Send {"timeout_s": <seconds, 0..600>}.')
+    return {"idle": emulator.wait_notifications(float(timeout))}
+
+
 def _contact_data(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("Send the contact as a JSON object.")
@@ -63,6 +81,13 @@ ROUTES: list[tuple[str, str, Action]] = [
     ("GET", "/stats", lambda e, p, b: e.stats()),
     ("POST", "/stats/reset", lambda e, p, b: e.reset_stats()),
     ("POST", "/reset", lambda e, p, b: e.reset()),
+    ("GET", "/subscriptions", lambda e, p, b: e.subscriptions()),
+    ("POST", "/subscriptions/{id}/expire", lambda e, p, b: e.expire_subscription(p["id"])),
+    ("POST", "/subscriptions/{id}/lifecycle", _lifecycle),
+    ("GET", "/notifications", lambda e, p, b: e.notifications()),
+    ("POST", "/notifications/reset", lambda e, p, b: e.reset_notifications()),
+    ("POST", "/notifications/wait", _wait_notifications),
+    ("GET", "/endpoints", lambda e, p, b: e.endpoints()),
     ("GET", "/mailboxes", lambda e, p, b: e.mailboxes()),
     ("POST", "/mailboxes", _add_mailbox),
     ("GET", "/mailboxes/{upn}/folders", lambda e, p, b: e.outlook(p["upn"]).list_folders()),

@@ -8,12 +8,15 @@ import threading
 import time
 from typing import Any
 
-from .auth import Auth
+from .auth import Auth, tenant_id
 from .config import ACTIONS, EmulatorConfig, coerce_knob, config_as_dict
+from .errors import GraphError
+from .notify import Notifier, live_subscriptions
 from .outlook import Outlook
 from .persistence import DebouncedSaver, load_store
-from .state import Store
+from .state import Store, Subscription
 from .stats import Stats
+from .subscriptions import control_json
 from .throttle import Throttle
 
 
@@ -39,6 +42,8 @@ class Emulator:
         )
         if self._saver is not None:
             self.store.on_change = self._saver.mark_dirty
+        self.notifier = Notifier(config, self.store, tenant_id(config.tenant))
+        self.store.on_events = self.notifier.on_events
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -51,6 +56,7 @@ class Emulator:
             setattr(self.config, name, value)
         if "fault_seed" in values:
             self.throttle.reseed()
+            self.notifier.reseed()
             self._shuffle_random = random.Random(self.config.fault_seed)
         if "expire_tokens_now" in actions:
             self.auth.expire_all()
@@ -65,9 +71,11 @@ class Emulator:
         self.stats_.reset()
 
     def reset(self) -> None:
-        """Back to the configured, empty mailboxes; knobs and issued access tokens stay."""
+        """Back to the configured, empty mailboxes without subscriptions or queued notifications; knobs
+        and issued access tokens stay."""
         self.store.reset(self.config.mailboxes)
         self.throttle.reset()
+        self.notifier.reset()
 
     def add_mailbox(self, upn: str, rest_enabled: bool = True) -> None:
         with self.store.change():
@@ -88,8 +96,56 @@ class Emulator:
     def outlook(self, upn: str) -> Outlook:
         return Outlook(self.store, upn)
 
+    # ---- change notifications ----------------------------------------------------------------------
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every live subscription with all it holds (clientState included), oldest first."""
+        with self.store.lock:
+            return [control_json(sub) for sub in live_subscriptions(self.store, time.time())]
+
+    def expire_subscription(self, subscription_id: str) -> None:
+        """Expire now: Graph deletes it, GET/PATCH answer 404 and nothing more is delivered."""
+        with self.store.change():
+            self._subscription(subscription_id).expiration = time.time()
+            live_subscriptions(self.store, time.time())
+
+    def fire_lifecycle(self, subscription_id: str, event: str) -> dict[str, Any] | None:
+        """Send a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed) to the
+        subscription's lifecycleNotificationUrl; returns the item, or None when it has no such URL.
+        subscriptionRemoved also removes the subscription, as Graph does."""
+        with self.store.change():
+            sub = self._subscription(subscription_id)
+            item = self.notifier.fire_lifecycle(sub, event)
+            if event == "reauthorizationRequired":
+                sub.needs_reauthorization = True
+            elif event == "subscriptionRemoved":
+                del self.store.subscriptions[sub.id]
+        return item
+
+    def _subscription(self, subscription_id: str) -> Subscription:
+        sub = self.store.subscriptions.get(subscription_id)
+        if sub is None or sub.expiration <= time.time():
+            raise GraphError(404, "ResourceNotFound", "The object was not found.")
+        return sub
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every validation, delivery attempt and drop, oldest first."""
+        return self.notifier.records()
+
+    def reset_notifications(self) -> None:
+        self.notifier.reset_records()
+
+    def wait_notifications(self, timeout_s: float = 10.0) -> bool:
+        """Wait until no notification is queued (retries included) or in flight; False on timeout."""
+        return self.notifier.wait_idle(timeout_s)
+
+    def endpoints(self) -> dict[str, dict[str, Any]]:
+        """Health of each notification URL: state ok / slow / drop and the answers behind it."""
+        return self.notifier.endpoints()
+
     def close(self) -> None:
-        """Write any pending state to the state file."""
+        """Stop delivering notifications and write any pending state to the state file."""
+        self.notifier.close()
         if self._saver is not None:
             self._saver.flush()
 

@@ -15,7 +15,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode
 
-from . import delta, odata
+from . import delta, odata, subscriptions
 from .batch import run_batch
 from .contacts import parse_contact_body
 from .errors import GraphError, bad_request, body_read_error
@@ -43,10 +43,13 @@ class Route:
 
 def _compile(template: str) -> re.Pattern[str]:
     # Literal segments match case-insensitively (Graph's own links vary in case); ids stay case-sensitive.
+    # A function segment such as delta() also matches with its parentheses percent-encoded.
     parts = []
     for segment in template.strip("/").split("/"):
         if segment.startswith("{"):
             parts.append(f"(?P<{segment[1:-1]}>[^/]+)")
+        elif segment.endswith("()"):
+            parts.append(f"(?i:{re.escape(segment[:-2])}(?:\\(\\)|%28%29))")
         else:
             parts.append(f"(?i:{re.escape(segment)})")
     return re.compile("^/" + "/".join(parts) + "/?$")
@@ -93,7 +96,7 @@ class Router:
         if fault is not None:
             ctx.outcome = "faulted"
             raise fault
-        if "upn" not in params:  # $batch
+        if "upn" not in params:  # $batch, /subscriptions
             emulator.sleep_latency()
             return route.handler(self, ctx, None, params)  # type: ignore[arg-type]
         with self.store.lock:
@@ -500,15 +503,24 @@ ROUTE_TABLE: list[tuple[str, str, Handler]] = [
     ("GET", "/users/{upn}/contactFolders/{fid}/childFolders", list_child_folders),
     ("POST", "/users/{upn}/contactFolders/{fid}/childFolders", create_child_folder),
     ("GET", "/users/{upn}/contactFolders/{fid}/contacts/delta", contacts_delta),
+    # The function-call form Microsoft's SDKs send; without it delta() would be read as a contact id.
+    ("GET", "/users/{upn}/contactFolders/{fid}/contacts/delta()", contacts_delta),
     ("GET", "/users/{upn}/contactFolders/{fid}/contacts", list_contacts),
     ("POST", "/users/{upn}/contactFolders/{fid}/contacts", create_contact),
     ("GET", "/users/{upn}/contactFolders/{fid}/contacts/{id}", get_contact),
     ("PATCH", "/users/{upn}/contactFolders/{fid}/contacts/{id}", update_contact),
     ("DELETE", "/users/{upn}/contactFolders/{fid}/contacts/{id}", delete_contact),
     ("GET", "/users/{upn}/contacts/delta", contacts_delta),
+    ("GET", "/users/{upn}/contacts/delta()", contacts_delta),
     ("GET", "/users/{upn}/contacts", list_contacts),
     ("POST", "/users/{upn}/contacts", create_contact),
     ("GET", "/users/{upn}/contacts/{id}", get_contact),
     ("PATCH", "/users/{upn}/contacts/{id}", update_contact),
     ("DELETE", "/users/{upn}/contacts/{id}", delete_contact),
+    ("POST", "/subscriptions", subscriptions.create),
+    ("GET", "/subscriptions", subscriptions.list_all),
+    ("GET", "/subscriptions/{sid}", subscriptions.get),
+    ("PATCH", "/subscriptions/{sid}", subscriptions.update),
+    ("DELETE", "/subscriptions/{sid}", subscriptions.delete),
+    ("POST", "/subscriptions/{sid}/reauthorize", subscriptions.reauthorize),
 ]

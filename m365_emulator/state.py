@@ -15,7 +15,8 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from . import ids
 from .contacts import apply_changes, blank_props, now_iso
@@ -28,6 +29,37 @@ _COMPACT_MIN_DEAD = 256
 def new_change_key() -> str:
     # Outlook change keys are base64 blobs starting with the same few bytes.
     return "EQAAABYAAAA" + base64.b64encode(secrets.token_bytes(12)).decode("ascii")
+
+
+class ContactEvent(NamedTuple):
+    """One contact write as change notifications see it: which folder, which item, what happened."""
+
+    mailbox: Mailbox
+    folder: Folder
+    key: str  # immutable id
+    change_type: str  # "created" | "updated" | "deleted"
+    change_key: str
+
+
+@dataclass
+class Subscription:
+    """A Graph change-notification subscription on one mailbox folder's contacts."""
+
+    id: str
+    resource: str  # as the client sent it
+    user: str  # the user segment as the client wrote it (the notification's resource repeats it)
+    upn: str  # lower-case mailbox key
+    folder_id: str
+    change_types: list[str]
+    notification_url: str
+    lifecycle_url: str | None
+    client_state: str | None
+    expiration: float  # epoch seconds
+    tls_version: str
+    application_id: str
+    creator_id: str
+    immutable: bool
+    needs_reauthorization: bool = False
 
 
 class Contact:
@@ -133,6 +165,7 @@ class Mailbox:
         self.folders: dict[str, Folder] = {}
         self.contacts: dict[str, Contact] = {}
         self.root = self._new_folder(ROOT_FOLDER_NAME, None)
+        self.events: list[ContactEvent] = []  # the Store's shared list, once the Store adopts the mailbox
 
     def _new_folder(self, display_name: str, parent_id: str | None) -> Folder:
         key = ids.new_key()
@@ -206,7 +239,7 @@ class Mailbox:
         for child in self.child_folders(folder):
             self.delete_folder(child)
         for key in list(folder.members):
-            del self.contacts[key]
+            self._event(folder, self.contacts.pop(key), "deleted")
         del self.folders[folder.id]
 
     def create_contact(
@@ -221,6 +254,7 @@ class Mailbox:
         seq = self.next_seq()
         folder.add(contact, seq)
         folder.record(seq, contact.key)
+        self._event(folder, contact, "created")
         return contact
 
     def update_contact(
@@ -233,11 +267,13 @@ class Mailbox:
         contact.extended.update(extended)
         self._touch(contact)
         contact.folder.record(self.next_seq(), contact.key)
+        self._event(contact.folder, contact, "updated")
 
     def delete_contact(self, contact: Contact) -> None:
         del self.contacts[contact.key]
         contact.folder.remove(contact)
         contact.folder.record(self.next_seq(), contact.key)
+        self._event(contact.folder, contact, "deleted")
 
     def move_contact(self, contact: Contact, target: Folder) -> None:
         source = contact.folder
@@ -245,11 +281,16 @@ class Mailbox:
             return
         source.remove(contact)
         source.record(self.next_seq(), contact.key)
+        self._event(source, contact, "deleted")
         contact.folder = target
         self._touch(contact)
         seq = self.next_seq()
         target.add(contact, seq)
         target.record(seq, contact.key)
+        self._event(target, contact, "created")
+
+    def _event(self, folder: Folder, contact: Contact, change_type: str) -> None:
+        self.events.append(ContactEvent(self, folder, contact.key, change_type, contact.change_key))
 
     @staticmethod
     def _touch(contact: Contact) -> None:
@@ -306,6 +347,7 @@ class Mailbox:
         mailbox.seq = data["seq"]
         mailbox.folders = {}
         mailbox.contacts = {}
+        mailbox.events = []
         for entry in data["folders"]:
             folder = Folder(
                 entry["id"], bytes.fromhex(entry["key"]), entry["displayName"], entry["parentFolderId"]
@@ -334,27 +376,36 @@ class Store:
     """All mailboxes of the tenant, keyed by lower-case UPN, and the secret that signs delta tokens.
 
     `lock` guards everything here. Writers use `with store.change():`, which holds the lock and, once
-    the write succeeded, calls `on_change` (the state file's saver, when there is one)."""
+    the write succeeded, calls `on_change` (the state file's saver, when there is one) and hands the
+    contact writes it made to `on_events` (change notifications), outside the lock."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.on_change: Callable[[], None] | None = None
+        self.on_events: Callable[[list[ContactEvent]], None] | None = None
         self.mailbox_domain: str | None = None  # every address here is a mailbox, created on first use
         self.mailboxes: dict[str, Mailbox] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.events: list[ContactEvent] = []  # shared by every mailbox; drained by change()
         self.secret = secrets.token_bytes(32)
 
     @contextmanager
     def change(self) -> Iterator[None]:
         with self.lock:
             yield
+            events = self.events[:]
+            del self.events[:]
         if self.on_change is not None:
             self.on_change()
+        if events and self.on_events is not None:
+            self.on_events(events)
 
     def reset(self, upns: list[str]) -> None:
         """Empty again, with a fresh mailbox per UPN and a new delta-token secret (so tokens issued
         before no longer decode). In place, so whoever holds this Store sees the reset."""
         with self.change():
             self.mailboxes = {}
+            self.subscriptions = {}
             self.secret = secrets.token_bytes(32)
             for upn in upns:
                 self.add_mailbox(upn)
@@ -365,6 +416,7 @@ class Store:
             existing.rest_enabled = rest_enabled
             return existing
         mailbox = Mailbox(upn, ids.new_key(), rest_enabled)
+        mailbox.events = self.events
         self.mailboxes[upn.lower()] = mailbox
         return mailbox
 
@@ -396,6 +448,7 @@ class Store:
                 "version": 1,
                 "secret": self.secret.hex(),
                 "mailboxes": [mailbox.to_json() for mailbox in self.mailboxes.values()],
+                "subscriptions": [asdict(sub) for sub in self.subscriptions.values()],
             }
 
     @classmethod
@@ -404,5 +457,8 @@ class Store:
         store.secret = bytes.fromhex(data["secret"])
         for entry in data["mailboxes"]:
             mailbox = Mailbox.from_json(entry)
+            mailbox.events = store.events
             store.mailboxes[mailbox.upn.lower()] = mailbox
+        for entry in data.get("subscriptions", []):  # files saved before subscriptions existed have none
+            store.subscriptions[entry["id"]] = Subscription(**entry)
         return store
