@@ -60,12 +60,19 @@ _local = threading.local()
 
 
 def _batch_of_transaction(using: str) -> _Batch:
-    """The open transaction's batch, registered with on_commit when first needed. A batch whose
-    transaction was rolled back is no longer among the connection's callbacks and is replaced."""
+    """The batch of the open transaction at its current savepoint, registered with on_commit when
+    first needed. Kept per savepoint, so rolling one back drops exactly its writes' batch (Django
+    drops the callback); the writers announce outside their own atomic blocks, so a loop of saves
+    in one transaction shares one batch."""
     connection = connections[using]
     batches: dict[str, _Batch] = _local.__dict__.setdefault("batches", {})
     batch = batches.get(using)
-    if batch is None or batch.sent or not any(entry[1] == batch.send for entry in connection.run_on_commit):
+    level = set(connection.savepoint_ids)
+    if (
+        batch is None
+        or batch.sent
+        or (level, batch.send) not in ((sids, func) for sids, func, _ in connection.run_on_commit)
+    ):
         batch = _Batch()
         batches[using] = batch
         transaction.on_commit(batch.send, using=using)
@@ -85,8 +92,3 @@ def announce(*, pairs: Iterable[tuple[int | None, str]], using: str = DEFAULT_DB
     batch.origins.add(_origin.get())
     if not in_transaction:
         batch.send()
-
-
-def announce_written(*, instance, using: str, **kwargs) -> None:
-    """post_save and post_delete receiver: Contact.save(), delete() and QuerySet.delete()."""
-    announce(pairs=[(instance.pk, instance.no)], using=using)

@@ -180,7 +180,8 @@ def request_coalesced_sync(*, user_id: int, trigger: str = SyncTrigger.LIVE) -> 
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
     setups = ContactSyncSetup.objects.filter(user_id=user_id)
-    setups.update(sync_requested_at=now)
+    if not setups.update(sync_requested_at=now):
+        ContactSyncSetup.objects.get_or_create(user_id=user_id, defaults={"sync_requested_at": now})
     free = Q(sync_pending=False) | Q(active_run__isnull=True) | Q(claimed_at__lt=stale_before)
     if not setups.filter(free).update(sync_pending=True):
         return None
