@@ -193,6 +193,8 @@ def _idle() -> bool:
 
 def measure(*, users: int, contacts_per_user: int, edits: int, profile: Profile, progress) -> LiveResult:
     call_command("migrate", verbosity=0)
+    if get_user_model().objects.exists():
+        raise RuntimeError("--database-url must name an empty scratch database: this one has users.")
     var_dir = Path(settings.VAR_DIR)
     port = _free_port()
     public_url = f"http://127.0.0.1:{port}"

@@ -185,9 +185,9 @@ class ContactSyncSetup(models.Model):
     )
     claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Live updates coalesce here: each request stamps sync_requested_at; only the request that sets
-    # sync_pending queues a run, and a run that ends finds any request made after it started.
+    # sync_pending_at queues a run, and a run that ends finds any request made after it started.
     sync_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
-    sync_pending = models.BooleanField(default=False, editable=False)
+    sync_pending_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ContactSyncSetupManager()
 

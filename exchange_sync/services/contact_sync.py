@@ -4,6 +4,7 @@ running a sync, the sync filter and the Activity Log."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -174,16 +175,16 @@ def request_contact_sync(
 def request_coalesced_sync(*, user_id: int, trigger: str = SyncTrigger.LIVE) -> SyncRun | None:
     """A Sync asked for by a change (live updates), coalesced: however many changes ask, a user has
     at most one run queued or running plus one trailing run. Each request stamps sync_requested_at;
-    only the request that raises sync_pending queues a run (the flag is taken over from a run whose
-    claim was released or went stale), and a run finds at its end any request made after it started.
+    only the request that sets sync_pending_at queues a run (taken over when it went stale with a
+    worker that died), and a run finds at its end any request made after it started.
     Returns the run queued, if this request queued one."""
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
     setups = ContactSyncSetup.objects.filter(user_id=user_id)
     if not setups.update(sync_requested_at=now):
         ContactSyncSetup.objects.get_or_create(user_id=user_id, defaults={"sync_requested_at": now})
-    free = Q(sync_pending=False) | Q(active_run__isnull=True) | Q(claimed_at__lt=stale_before)
-    if not setups.filter(free).update(sync_pending=True):
+    free = Q(sync_pending_at__isnull=True) | Q(sync_pending_at__lt=stale_before)
+    if not setups.filter(free).update(sync_pending_at=now):
         return None
     user = get_user_model().objects.get(pk=user_id)
     try:
@@ -191,17 +192,35 @@ def request_coalesced_sync(*, user_id: int, trigger: str = SyncTrigger.LIVE) -> 
     except SyncRefused:
         return None  # the run holding the claim finds this request when it ends
     except SetupIncomplete:
-        setups.update(sync_pending=False)
+        setups.update(sync_pending_at=None)
         return None
 
 
 def _queue_trailing_run(run: SyncRun) -> None:
-    """The end of a run: a change that asked for a Sync after the run started gets one more run."""
+    """The end of a run: a change that asked for a Sync after the run started gets one more run. After
+    a live run, changes still arriving (a burst of edits) are waited out first, briefly, so that one
+    trailing run takes them all; the pending stamp keeps other requests from queueing meanwhile."""
     setups = ContactSyncSetup.objects.filter(user_id=run.user_id)
-    setups.update(sync_pending=False)
-    requested = setups.values_list("sync_requested_at", flat=True).first()
-    if requested and run.started_at and requested > run.started_at:
+
+    def requested_since_start() -> bool:
+        requested = setups.values_list("sync_requested_at", flat=True).first()
+        return bool(requested and run.started_at and requested > run.started_at)
+
+    if run.trigger == SyncTrigger.LIVE and requested_since_start():
+        _wait_until_quiet(setups)
+    setups.update(sync_pending_at=None)
+    if requested_since_start():
         request_coalesced_sync(user_id=run.user_id)
+
+
+def _wait_until_quiet(setups) -> None:
+    settle = timedelta(seconds=settings.LIVE_SYNC_SETTLE_SECONDS)
+    deadline = timezone.now() + timedelta(seconds=settings.LIVE_SYNC_SETTLE_MAX_SECONDS)
+    while (now := timezone.now()) < deadline:
+        requested = setups.values_list("sync_requested_at", flat=True).first()
+        if requested is None or now - requested >= settle:
+            return
+        time.sleep(min((requested + settle - now).total_seconds(), (deadline - now).total_seconds()))
 
 
 def _enqueue(run: SyncRun) -> None:

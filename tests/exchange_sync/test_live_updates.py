@@ -202,7 +202,8 @@ def requests_during_runs(monkeypatch, user, count: int) -> None:
     monkeypatch.setattr(contact_sync.SyncEngine, "execute", execute_while_edits_arrive)
 
 
-def test_requests_while_a_run_runs_give_exactly_one_trailing_run(sync_user, monkeypatch):
+def test_requests_while_a_run_runs_give_exactly_one_trailing_run(sync_user, monkeypatch, settings):
+    settings.LIVE_SYNC_SETTLE_SECONDS = 0.2
     enable_background_sync(sync_user)
     first = contact_sync.request_coalesced_sync(user_id=sync_user.pk)
     assert first is not None
@@ -233,7 +234,7 @@ def test_a_run_lost_with_its_worker_is_taken_over_by_the_next_request(sync_user,
     assert contact_sync.request_coalesced_sync(user_id=sync_user.pk) is None
     # The worker died: its claim is no longer renewed and goes stale.
     stale = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS + 1)
-    ContactSyncSetup.objects.filter(user=sync_user).update(claimed_at=stale)
+    ContactSyncSetup.objects.filter(user=sync_user).update(claimed_at=stale, sync_pending_at=stale)
     taken_over = contact_sync.request_coalesced_sync(user_id=sync_user.pk)
     assert taken_over is not None
     assert SyncRun.objects.get(pk=lost.pk).status == RunStatus.FAILED
