@@ -222,6 +222,27 @@ def test_requests_while_a_run_runs_give_exactly_one_trailing_run(sync_user, monk
     assert len(live_runs(sync_user)) == 3  # nothing came while the trailing run ran: no further run
 
 
+def test_a_burst_still_arriving_when_a_live_run_ends_is_waited_out_for_one_trailing_run(
+    sync_user, monkeypatch, settings
+):
+    settings.LIVE_SYNC_SETTLE_SECONDS = 0.3
+    run = contact_sync.request_coalesced_sync(user_id=sync_user.pk)
+    requests_during_runs(monkeypatch, sync_user, 1)
+    real_sleep = contact_sync.time.sleep
+    waits = []
+
+    def sleep_while_edits_arrive(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) <= 5:  # the burst goes on for five more waits
+            assert contact_sync.request_coalesced_sync(user_id=sync_user.pk) is None
+        real_sleep(min(seconds, 0.05))
+
+    monkeypatch.setattr(contact_sync.time, "sleep", sleep_while_edits_arrive)
+    ok(contact_sync.run_contact_sync(run_id=run.pk))
+    assert len(waits) > 5
+    assert [r.status for r in live_runs(sync_user)] == [RunStatus.SUCCEEDED, RunStatus.QUEUED]
+
+
 def test_a_request_while_a_button_run_runs_is_picked_up_at_its_end(sync_user, monkeypatch):
     button = contact_sync.request_contact_sync(user=sync_user, mode="sync", enqueue=False)
     requests_during_runs(monkeypatch, sync_user, 3)
