@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import statistics
 import subprocess
@@ -334,12 +335,15 @@ def _outlook_to_bc(*, control: EmulatorControl, people: list, edits: int, progre
 def _burst(*, control: EmulatorControl, people: list, progress) -> dict[str, Any]:
     progress(f"Burst: {BURST_EDITS} BC edits")
     contacts = list(Contact.objects.filter(sync_links__isnull=False).order_by("pk"))
+    # Many people editing at once: every user's contacts throughout the burst, in no order.
+    order = random.Random(14).choices(range(len(contacts)), k=BURST_EDITS)
     started_at = timezone.now()
     started = time.perf_counter()
-    for n in range(BURST_EDITS):
-        contact = contacts[n % len(contacts)]
+    for n, index in enumerate(order):
+        contact = contacts[index]
         contact.job_title = f"Burst {n}"
         contact.save()
+    progress(f"Burst: {BURST_EDITS} edits saved in {time.perf_counter() - started:.1f} s")
 
     def every_folder_matches() -> bool:
         if not _idle():

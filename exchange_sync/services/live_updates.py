@@ -107,21 +107,29 @@ def contacts_changed(
 def users_concerned(
     *, contact_ids: Iterable[int], contact_nos: Iterable[str], origins: Iterable
 ) -> list[int]:
-    """The users with background synchronization on whom a change to these contacts may concern."""
+    """The users with background synchronization on whom a change to these contacts may concern:
+    their folder holds one (linked, also by number for deleted ones) or their scope now takes one in."""
     ids, nos, origins = sorted(contact_ids), sorted(contact_nos), set(origins)
-    concerned = []
-    setups = ContactSyncSetup.objects.filter(user_id__in=list(_background_users())).order_by("user_id")
-    for setup in setups:
-        if origins == {setup.user_id}:
-            continue  # its own Sync wrote these: that Sync has them already
-        links = ContactLink.objects.filter(setup=setup)
-        if (
-            _any_in(links, "contact_id", ids)
-            or _any_in(links, "contact_no", nos)
-            or _any_in(scope_queryset(setup), "pk", ids)
-        ):
-            concerned.append(setup.user_id)
-    return concerned
+    setups = {
+        setup.user_id: setup
+        for setup in ContactSyncSetup.objects.filter(user_id__in=list(_background_users()))
+        if origins != {setup.user_id}  # its own Sync wrote these: that Sync has them already
+    }
+    links = ContactLink.objects.filter(setup__user_id__in=list(setups))
+    concerned = {
+        user_id
+        for field, values in (("contact_id", ids), ("contact_no", nos))
+        for user_id in in_chunks(
+            values,
+            lambda chunk, field=field: links.filter(**{f"{field}__in": chunk}).values_list(
+                "setup__user_id", flat=True
+            ),
+        )
+    }
+    for user_id, setup in setups.items():
+        if user_id not in concerned and _any_in(scope_queryset(setup), "pk", ids):
+            concerned.add(user_id)
+    return sorted(concerned)
 
 
 def _any_in(queryset: QuerySet, field: str, values: list) -> bool:
