@@ -165,7 +165,7 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
 # A live run that ends while changes still arrive waits until none came for SETTLE seconds (at most
 # SETTLE_MAX) before its one trailing run, so a burst of edits costs each user two runs.
-LIVE_SYNC_SETTLE_SECONDS = env.float("LIVE_SYNC_SETTLE_SECONDS", default=2.0)
+LIVE_SYNC_SETTLE_SECONDS = env.float("LIVE_SYNC_SETTLE_SECONDS", default=5.0)
 LIVE_SYNC_SETTLE_MAX_SECONDS = env.float("LIVE_SYNC_SETTLE_MAX_SECONDS", default=60.0)
 
 # Contacts import and export: importing creates contacts, so it needs "Can add contact" (administrators;
