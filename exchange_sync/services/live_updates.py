@@ -127,9 +127,9 @@ def users_concerned(
             ),
         )
     }
-    for user_id, setup in setups.items():
-        if user_id not in concerned and ids and _in_scope(setup, ids):
-            concerned.add(user_id)
+    rest = [setup for user_id, setup in setups.items() if user_id not in concerned]
+    if ids and rest:
+        concerned.update(_in_scope(rest, ids))
     return sorted(concerned)
 
 
@@ -138,23 +138,33 @@ def users_concerned(
 _scope_sql: dict[tuple[int, str], tuple[str, tuple]] = {}
 
 
-def _in_scope(setup: ContactSyncSetup, ids: list[int]) -> bool:
+def _scope_of(setup: ContactSyncSetup) -> tuple[str, tuple]:
     key = (setup.pk, json.dumps(setup.contact_filter, sort_keys=True))
     if key not in _scope_sql:
         if len(_scope_sql) > 10_000:
             _scope_sql.clear()
         _scope_sql[key] = scope_queryset(setup).order_by().values("id").query.sql_with_params()
-    sql, params = _scope_sql[key]
+    return _scope_sql[key]
+
+
+def _in_scope(setups: list[ContactSyncSetup], ids: list[int]) -> set[int]:
+    """The users among `setups` whose scope takes in one of the contacts: one statement per 20 users
+    and 200 contacts (SQLite limits the parameters of a statement)."""
+    found: set[int] = set()
     with connection.cursor() as cursor:
-        for chunk in chunks(ids, 500):
-            placeholders = ", ".join(["%s"] * len(chunk))
-            cursor.execute(
-                f"SELECT 1 FROM ({sql}) scope WHERE scope.id IN ({placeholders}) LIMIT 1",  # noqa: S608 - ORM-built
-                [*params, *chunk],
-            )
-            if cursor.fetchone():
-                return True
-    return False
+        for some in chunks(setups, 20):
+            for chunk in chunks(ids, 200):
+                placeholders = ", ".join(["%s"] * len(chunk))
+                parts, params = [], []
+                for setup in some:
+                    sql, scope_params = _scope_of(setup)
+                    # The SQL is the ORM's own; every value goes as a parameter.
+                    inner = f"SELECT 1 FROM ({sql}) scope WHERE scope.id IN ({placeholders})"  # noqa: S608
+                    parts.append(f"SELECT %s WHERE EXISTS ({inner})")
+                    params += [setup.user_id, *scope_params, *chunk]
+                cursor.execute(" UNION ALL ".join(parts), params)
+                found.update(row[0] for row in cursor.fetchall())
+    return found
 
 
 # --- subscriptions --------------------------------------------------------------------------------
