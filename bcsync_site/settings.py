@@ -1,11 +1,13 @@
 """bcsync settings: everything comes from the environment (django-environ), with embedded defaults
 that need no server: a SQLite file under var/ and django-q2's ORM broker on it."""
 
+import base64
 import os
 import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("BCSYNC_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -146,6 +148,38 @@ M365_TENANT_ID = env.str("M365_TENANT_ID", default="")
 M365_CLIENT_ID = env.str("M365_CLIENT_ID", default="")
 M365_CLIENT_SECRET = env.str("M365_CLIENT_SECRET", default="")
 M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
+# App mode with a certificate instead of the secret: a PEM file holding the private key and the certificate.
+M365_CLIENT_CERTIFICATE = env.str("M365_CLIENT_CERTIFICATE", default="")
+# "app": the application permission reaches every mailbox (or those RBAC for Applications allows);
+# "delegated": each user connects their own mailbox and the app holds their refresh token.
+M365_AUTH_MODE = env.str("M365_AUTH_MODE", default="") or "app"
+if M365_AUTH_MODE not in ("app", "delegated"):
+    raise ImproperlyConfigured(f"M365_AUTH_MODE must be app or delegated, not {M365_AUTH_MODE!r}.")
+# The delegated sign-in's callback as registered in the app registration; unset = this site's own
+# address as the browser reached it, with the callback's path.
+M365_REDIRECT_URI = env.str("M365_REDIRECT_URI", default="")
+# Fernet keys (comma-separated, newest first) that encrypt the stored token caches in delegated mode.
+# Not SECRET_KEY: rotating one must not make the other's data unreadable.
+TOKEN_ENCRYPTION_KEYS = env.list("TOKEN_ENCRYPTION_KEYS", default=[])
+
+
+def _local_token_encryption_key() -> str:
+    # make run only (DEBUG): a key generated once per checkout, as for SECRET_KEY. A deployment
+    # must give its keys from the environment, kept apart from the database and its backups.
+    path = VAR_DIR / "token_encryption_key"
+    if not path.exists():
+        path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+if M365_AUTH_MODE == "delegated" and not TOKEN_ENCRYPTION_KEYS and DEBUG:
+    TOKEN_ENCRYPTION_KEYS = [_local_token_encryption_key()]
+if M365_AUTH_MODE == "delegated" and not TOKEN_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "M365_AUTH_MODE=delegated needs TOKEN_ENCRYPTION_KEYS: one or more Fernet keys, newest first, "
+        "from python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'."
+    )
 
 # Contact sync
 BACKGROUND_SYNC_POLICY = env.str("BACKGROUND_SYNC_POLICY", default="allow")  # "allow" or "legacy"

@@ -13,11 +13,13 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from .auth import me_as_user
 from .config import MAX_BATCH_REQUESTS
 from .errors import GraphError, bad_request
 from .messages import Context, Request, Response, new_request_id
 
 if TYPE_CHECKING:
+    from .auth import Principal
     from .graph_routes import Router
 
 _MAILBOX_IN_URL = re.compile(r"^/?users/([^/?]+)", re.IGNORECASE)
@@ -50,10 +52,11 @@ def _validate(payload: Any) -> list[dict[str, Any]]:
     return items
 
 
-def _mailboxes(items: list[dict[str, Any]]) -> set[str]:
+def _mailboxes(items: list[dict[str, Any]], principal: Principal | None) -> set[str]:
     found = set()
     for item in items:
-        match = _MAILBOX_IN_URL.match(item["url"])
+        url = me_as_user("/" + item["url"].lstrip("/"), principal)
+        match = _MAILBOX_IN_URL.match(url)
         if match:
             found.add(unquote(match.group(1)).lower())
     return found
@@ -70,7 +73,7 @@ def run_batch(router: Router, ctx: Context) -> Response:
         raise bad_request("Invalid batch payload format.") from None
     by_id = {item["id"].lower(): item for item in items}
     slots: dict[str, GraphError | None] = {}
-    for upn in sorted(_mailboxes(items)):
+    for upn in sorted(_mailboxes(items, ctx.principal)):
         try:
             emulator.throttle.acquire(upn)
             slots[upn] = None
@@ -100,7 +103,7 @@ def run_batch(router: Router, ctx: Context) -> Response:
                 )
                 finish[key] = ctx.not_before
                 return
-            inner = Context(_inner_request(item), inner=True, batch_slots=slots)
+            inner = Context(_inner_request(item), inner=True, batch_slots=slots, principal=ctx.principal)
             inner.not_before = max([ctx.not_before, *(finish[dep] for dep in depends)])
             inner.done_at = inner.not_before
             results[key] = _run_inner(router, inner, item)

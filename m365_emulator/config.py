@@ -51,6 +51,24 @@ class EmulatorConfig:
     delta_token_max_age_s: float | None = None  # older delta/skip tokens answer 410 syncStateNotFound
     delta_replay: bool = False  # each delta round re-sends the previous round's changes too
     shuffle_batch_responses: bool = True
+    # What the tenant's administrator granted the app: "application" (Contacts.ReadWrite as an
+    # application permission: client-credentials tokens reach every mailbox), "delegated" (only as a
+    # delegated permission: users sign in, client-credentials tokens get 403) or "both".
+    grant: str = "application"
+    # Registered redirect URIs of the app (exact match; http://localhost and http://127.0.0.1 match any port).
+    redirect_uris: list[str] = field(default_factory=list)
+    # UPN -> password for the sign-in page; a mailbox without one signs in with its address alone.
+    mailbox_passwords: dict[str, str] = field(default_factory=dict)
+    # PEM texts of the app's registered certificates (client assertions are checked against them).
+    client_certificates: list[str] = field(default_factory=list)
+    # Base URL the browser reaches the sign-in page at (authorization_endpoint in discovery);
+    # default: the scheme and Host the discovery request came to.
+    sign_in_url: str | None = None
+    auth_code_lifetime_s: int = 600
+    refresh_token_max_inactive_s: int = 90 * 24 * 3600  # Entra's fixed 90 days of inactivity
+    # Entra keeps a refresh token valid after it was redeemed; on, a redeemed one stops working (this
+    # catches a client that does not keep the rotated token).
+    strict_refresh_rotation: bool = False
     notification_delay_ms: float = 0.0  # added before each change notification is sent
     notification_batch_ms: float = 50.0  # notifications due within this window share one POST
     notification_duplicate_rate: float = 0.0  # probability a change notification is sent twice
@@ -66,7 +84,10 @@ class EmulatorConfig:
 
 
 # Fields fixed for the life of an Emulator (identity of the tenant and where state lives).
-STARTUP_ONLY = frozenset({"mailboxes", "mailbox_domain", "state_file"})
+STARTUP_ONLY = frozenset(
+    {"mailboxes", "mailbox_domain", "state_file", "mailbox_passwords", "client_certificates"}
+)
+GRANTS = ("application", "delegated", "both")
 # One-shot actions accepted by configure() next to the knobs.
 ACTIONS = frozenset({"expire_tokens_now", "expire_delta_tokens_now"})
 
@@ -77,6 +98,12 @@ def coerce_knob(name: str, value: Any) -> Any:
     if name not in fields or name in STARTUP_ONLY:
         raise ValueError(f"unknown or read-only knob {name!r}")
     annotation = str(fields[name].type)
+    if name == "grant" and value not in GRANTS:
+        raise ValueError(f"grant must be one of {', '.join(GRANTS)}")
+    if annotation.startswith("list"):
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{name} must be a list of strings")
+        return list(value)
     if value is None:
         if "None" not in annotation:
             raise ValueError(f"{name} cannot be null")

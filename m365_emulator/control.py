@@ -1,8 +1,9 @@
 """EmulatorControl: drive a separately started emulator's /_emulator/* endpoints (urllib only).
 
-Mirrors the in-process API: configure, stats, reset_stats, reset, add_mailbox, outlook(upn) with
-the same back-door operations as Emulator.outlook(upn), and the change-notification helpers
-(subscriptions, expire_subscription, fire_lifecycle, notifications, reset_notifications,
+Mirrors the in-process API: configure, stats, reset_stats, reset, add_mailbox, and outlook(upn) with
+the same back-door operations as Emulator.outlook(upn); the sign-in switches of Emulator.auth
+(advance_clock, user, user_switch, set_password, add_certificate); and the change-notification
+helpers (subscriptions, expire_subscription, fire_lifecycle, notifications, reset_notifications,
 wait_notifications, endpoints). Errors raise GraphError.
 """
 
@@ -16,9 +17,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from .errors import GraphError
 
@@ -73,6 +75,24 @@ class EmulatorControl:
     def outlook(self, upn: str) -> RemoteOutlook:
         return RemoteOutlook(self, upn)
 
+    # ---- sign-in: the clock, users' refresh-token switches, certificates -------------------------
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        return self.call("POST", "/clock", {"advance_s": seconds})
+
+    def user(self, upn: str) -> dict[str, Any]:
+        return self.call("GET", f"/users/{quote(upn, safe='')}")
+
+    def user_switch(self, upn: str, switch: str) -> dict[str, Any]:
+        """switch: revoke-sessions, revoke-consent, require-mfa, require-mfa-registration,
+        sign-in-frequency, disable or enable."""
+        return self.call("POST", f"/users/{quote(upn, safe='')}/{switch}")
+
+    def set_password(self, upn: str, password: str | None) -> dict[str, Any]:
+        return self.call("POST", f"/users/{quote(upn, safe='')}/password", {"password": password})
+
+    def add_certificate(self, pem: str) -> list[dict[str, Any]]:
+        return self.call("POST", "/certificates", {"pem": pem})
     def subscriptions(self) -> list[dict[str, Any]]:
         return self.call("GET", "/subscriptions")
 
@@ -160,3 +180,76 @@ def emulator_process(*args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class _Form(HTMLParser):
+    """The first form of a sign-in page: its action and inputs (hidden ones with their values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.error = ""
+        self._in_error = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "form" and self.action is None:
+            self.action = values.get("action", "")
+        elif tag == "input" and values.get("name") and values.get("type") in ("hidden", "email", "text"):
+            self.fields[values["name"]] = values.get("value", "")
+        elif values.get("id") == "error":
+            self._in_error = True
+
+    def handle_data(self, data: str) -> None:
+        if self._in_error:
+            self.error += data
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_error = False
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class SignInRefused(Exception):
+    """The sign-in page showed an error instead of going back to the app (its text is the message)."""
+
+
+def sign_in(auth_uri: str, upn: str, password: str | None = None, *, consent: bool = True) -> str:
+    """Complete the emulator's sign-in pages for `auth_uri` (MSAL's flow["auth_uri"]) as a user would,
+    with urllib; returns the URL the browser would be sent back to (the redirect URI with code and
+    state, or with error). With response_mode=form_post it returns the form's action and fields as a
+    query string. Raises SignInRefused when a page shows an error instead (wrong password, unknown
+    account, unregistered redirect URI...)."""
+    if not auth_uri.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {auth_uri!r}")
+    opener = urllib.request.build_opener(_NoRedirect)
+    base = auth_uri.split("/", 3)
+    origin = f"{base[0]}//{base[2]}"
+    answers = {"account": {"login": upn}, "password": {"passwd": password or ""}}
+    request = urllib.request.Request(auth_uri)  # noqa: S310 - the scheme was checked above
+    for _ in range(5):
+        try:
+            with opener.open(request, timeout=30) as response:
+                page = response.read().decode("utf-8")
+        except urllib.error.HTTPError as answer:
+            if answer.code in (301, 302, 303):
+                return answer.headers["Location"]
+            page = answer.read().decode("utf-8")
+        form = _Form()
+        form.feed(page)
+        if form.action is None or form.error:
+            raise SignInRefused(form.error.strip() or "the sign-in page showed no form")
+        step = form.fields.get("step")
+        if step is None:  # form_post: the page that posts code and state to the app
+            return f"{form.action}?{urlencode(form.fields)}"
+        fields = {**form.fields, **answers.get(step, {})}
+        if step == "consent":
+            fields["consent"] = "accept" if consent else "cancel"
+        request = urllib.request.Request(  # noqa: S310 - same origin as auth_uri
+            origin + form.action, data=urlencode(fields).encode(), method="POST"
+        )
+    raise SignInRefused("the sign-in pages did not finish")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -75,6 +76,46 @@ def _contact_data(body: Any) -> dict[str, Any]:
     return body
 
 
+def _password(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("password"), str | None):
+        raise bad_request('Send {"password": "..."} (null: sign in by address alone).')
+    emulator.auth.set_password(params["upn"], body.get("password"))
+    return emulator.auth.user_state(params["upn"])
+
+
+def _clock(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("advance_s", 0), int | float):
+        raise bad_request('Send {"advance_s": seconds}.')
+    emulator.auth.advance_clock(float(body.get("advance_s", 0)))
+    return _clock_state(emulator)
+
+
+def _clock_state(emulator: Emulator) -> dict[str, Any]:
+    now = emulator.auth.now()
+    return {
+        "now": datetime.fromtimestamp(now, UTC).isoformat(),
+        "epoch": now,
+        "offset_s": emulator.auth.clock_offset_s,
+    }
+
+
+def _add_certificate(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("pem"), str):
+        raise bad_request('Send {"pem": "-----BEGIN CERTIFICATE-----..."}.')
+    try:
+        return emulator.auth.add_certificate(body["pem"])
+    except ValueError as error:
+        raise bad_request(f"Not a usable certificate: {error}.") from None
+
+
+def _user_switch(switch: Callable[[Emulator, str], None]) -> Action:
+    def action(emulator: Emulator, params: dict[str, str], body: Any) -> Any:
+        switch(emulator, params["upn"])
+        return emulator.auth.user_state(params["upn"])
+
+    return action
+
+
 ROUTES: list[tuple[str, str, Action]] = [
     ("GET", "/config", lambda e, p, b: config_as_dict(e.config)),
     ("POST", "/config", _configure),
@@ -109,6 +150,27 @@ ROUTES: list[tuple[str, str, Action]] = [
         lambda e, p, b: e.outlook(p["upn"]).update_contact(p["id"], _contact_data(b)),
     ),
     ("DELETE", "/mailboxes/{upn}/contacts/{id}", lambda e, p, b: e.outlook(p["upn"]).delete_contact(p["id"])),
+    ("GET", "/users/{upn}", lambda e, p, b: e.auth.user_state(p["upn"])),
+    ("POST", "/users/{upn}/revoke-sessions", _user_switch(lambda e, upn: e.auth.revoke_sessions(upn))),
+    ("POST", "/users/{upn}/password", _password),
+    ("POST", "/users/{upn}/revoke-consent", _user_switch(lambda e, upn: e.auth.revoke_consent(upn))),
+    ("POST", "/users/{upn}/require-mfa", _user_switch(lambda e, upn: e.auth.require_mfa(upn))),
+    (
+        "POST",
+        "/users/{upn}/require-mfa-registration",
+        _user_switch(lambda e, upn: e.auth.require_mfa_registration(upn)),
+    ),
+    (
+        "POST",
+        "/users/{upn}/sign-in-frequency",
+        _user_switch(lambda e, upn: e.auth.enforce_sign_in_frequency(upn)),
+    ),
+    ("POST", "/users/{upn}/disable", _user_switch(lambda e, upn: e.auth.set_disabled(upn, True))),
+    ("POST", "/users/{upn}/enable", _user_switch(lambda e, upn: e.auth.set_disabled(upn, False))),
+    ("GET", "/clock", lambda e, p, b: _clock_state(e)),
+    ("POST", "/clock", _clock),
+    ("GET", "/certificates", lambda e, p, b: [e.auth.describe_certificate(c) for c in e.auth.certificates]),
+    ("POST", "/certificates", _add_certificate),
     (
         "POST",
         "/mailboxes/{upn}/contacts/{id}/move",

@@ -13,7 +13,7 @@ from .config import ACTIONS, EmulatorConfig, coerce_knob, config_as_dict
 from .errors import GraphError
 from .notify import Notifier, live_subscriptions
 from .outlook import Outlook
-from .persistence import DebouncedSaver, load_store
+from .persistence import DebouncedSaver, load_state
 from .state import Store, Subscription
 from .stats import Stats
 from .subscriptions import control_json
@@ -29,21 +29,27 @@ class Emulator:
         self.delta_valid_after = 0.0  # delta tokens issued before this (epoch seconds) are expired
         self._shuffle_random = random.Random(config.fault_seed)
         self._shuffle_lock = threading.Lock()  # concurrent batches draw from one seeded sequence
-        loaded = load_store(config.state_file) if config.state_file else None
-        self.store = loaded or Store()
+        loaded = load_state(config.state_file) if config.state_file else None
+        self.store = Store.from_json(loaded) if loaded else Store()
+        # Refresh tokens and consent survive a restart, as Entra's do.
+        self.auth.load_json((loaded or {}).get("signIn", {}))
         self.store.mailbox_domain = config.mailbox_domain
         for upn in config.mailboxes:
             if upn.lower() not in self.store.mailboxes:
                 self.store.add_mailbox(upn)
         self._saver = (
-            DebouncedSaver(config.state_file, config.save_debounce_s, self.store.to_json)
+            DebouncedSaver(config.state_file, config.save_debounce_s, self._snapshot)
             if config.state_file
             else None
         )
         if self._saver is not None:
             self.store.on_change = self._saver.mark_dirty
+            self.auth.on_change = self._saver.mark_dirty
         self.notifier = Notifier(config, self.store, tenant_id(config.tenant))
         self.store.on_events = self.notifier.on_events
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**self.store.to_json(), "signIn": self.auth.to_json()}
 
     # ---- public API ------------------------------------------------------------------------------
 

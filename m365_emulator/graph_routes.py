@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode
 
 from . import delta, odata, subscriptions
+from .auth import me_as_user, user_object_id
 from .batch import run_batch
 from .contacts import parse_contact_body
 from .errors import GraphError, bad_request, body_read_error
@@ -25,9 +26,11 @@ from .schema import CONTACT_PROPERTIES, FOLDER_PROPERTIES
 from .state import Contact, Folder, Mailbox
 
 if TYPE_CHECKING:
+    from .auth import Principal
     from .emulator import Emulator
 
 MAX_PAGE_PREFERENCE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+USER_ROUTE = "/users/{upn}"
 
 
 Handler = Callable[["Router", Context, Mailbox, dict[str, str]], Response]
@@ -53,6 +56,41 @@ def _compile(template: str) -> re.Pattern[str]:
         else:
             parts.append(f"(?i:{re.escape(segment)})")
     return re.compile("^/" + "/".join(parts) + "/?$")
+
+
+def access_denied() -> GraphError:
+    return GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+
+
+def check_access(principal: Principal | None, route: Route, params: dict[str, str]) -> None:
+    """Graph's 403 unless the token may use this mailbox: an app-only token needs the Contacts.ReadWrite
+    role; a delegated one reaches only its own user (by UPN or object id) and needs a matching scope."""
+    if principal is None or "upn" not in params:
+        return
+    if route.template == USER_ROUTE:
+        if not principal.delegated:
+            raise GraphError(
+                403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+            )
+        needed = {"User.Read"}
+    elif route.method == "GET":
+        needed = {"Contacts.Read", "Contacts.ReadWrite"}
+    else:
+        needed = {"Contacts.ReadWrite"}
+    if not principal.delegated:
+        if not principal.roles & needed:
+            raise access_denied()
+        return
+    assert principal.upn is not None
+    if params["upn"].lower() not in (principal.upn.lower(), principal.oid):
+        raise access_denied()
+    params["upn"] = principal.upn
+    if not principal.scopes & needed:
+        if route.template == USER_ROUTE:
+            raise GraphError(
+                403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+            )
+        raise access_denied()
 
 
 class Router:
@@ -89,8 +127,9 @@ class Router:
         A top-level mailbox request holds a concurrency slot while it waits out `latency_ms` and its item
         time; a $batch item only records its item deadline in ctx.done_at for the batch to wait on."""
         emulator = self.emulator
-        route, params = self.match(ctx.request.method, ctx.request.path)
+        route, params = self.match(ctx.request.method, me_as_user(ctx.request.path, ctx.principal))
         ctx.route = f"{route.method} {route.template}"
+        check_access(ctx.principal, route, params)
         ctx.upn = params.get("upn")
         fault = emulator.throttle.maybe_fault()
         if fault is not None:
@@ -489,12 +528,35 @@ def _delta_page(
     return value, cursor, cursor < len(keys)
 
 
+def get_user(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
+    config = router.emulator.config
+    local = mailbox.upn.split("@")[0]
+    return Response.json(
+        200,
+        {
+            "@odata.context": f"{config.graph_url.rstrip('/')}/v1.0/$metadata#users/$entity",
+            "businessPhones": [],
+            "displayName": local.replace(".", " ").title(),
+            "givenName": None,
+            "jobTitle": None,
+            "mail": mailbox.upn,
+            "mobilePhone": None,
+            "officeLocation": None,
+            "preferredLanguage": None,
+            "surname": None,
+            "userPrincipalName": mailbox.upn,
+            "id": user_object_id(config.tenant, mailbox.upn),
+        },
+    )
+
+
 def _batch(router: Router, ctx: Context, mailbox: Mailbox, params: dict[str, str]) -> Response:
     return run_batch(router, ctx)
 
 
 ROUTE_TABLE: list[tuple[str, str, Handler]] = [
     ("POST", "/$batch", _batch),
+    ("GET", USER_ROUTE, get_user),
     ("GET", "/users/{upn}/contactFolders", list_folders),
     ("POST", "/users/{upn}/contactFolders", create_folder),
     ("GET", "/users/{upn}/contactFolders/{fid}", get_folder),

@@ -112,7 +112,20 @@ def _contact_data(form: dict[str, str], existing: dict[str, Any] | None) -> dict
     return data
 
 
-def _contacts_table(emulator: Emulator, upn: str, folder: dict[str, Any]) -> str:
+def _subscriptions_note(subscriptions: list[dict[str, Any]]) -> str:
+    """Which change-notification subscriptions watch a folder (never their URLs or clientState)."""
+    if not subscriptions:
+        return ""
+    watched = "; ".join(
+        f"{','.join(sub['change_types'])} until {sub['expirationDateTime'][:16].replace('T', ' ')} UTC"
+        for sub in subscriptions
+    )
+    return f"<p class='muted'>Change notifications: {escape(watched)}</p>"
+
+
+def _contacts_table(
+    emulator: Emulator, upn: str, folder: dict[str, Any], subscriptions: list[dict[str, Any]]
+) -> str:
     contacts = emulator.outlook(upn).list_contacts(folder["id"], limit=ROWS_PER_FOLDER + 1)
     rows = []
     for contact in contacts[:ROWS_PER_FOLDER]:
@@ -156,15 +169,25 @@ def _contacts_table(emulator: Emulator, upn: str, folder: dict[str, Any]) -> str
         f"{_fields_form({})}<p><button type='submit'>Add contact</button></p></form></details>"
     )
     table = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p class='muted'>No contacts.</p>"
-    return f"<h3>{escape(folder['displayName'])}</h3>{table}{more}{add}"
+    note = _subscriptions_note(subscriptions)
+    return f"<h3>{escape(folder['displayName'])}</h3>{note}{table}{more}{add}"
 
 
 def _overview(emulator: Emulator) -> Response:
     sections = []
+    subscriptions = emulator.subscriptions()
     for mailbox in emulator.mailboxes():
         upn = mailbox["upn"]
         note = "" if mailbox["rest_enabled"] else " <span class='muted'>(not enabled for REST)</span>"
-        folders = "".join(_contacts_table(emulator, upn, f) for f in emulator.outlook(upn).list_folders())
+        folders = "".join(
+            _contacts_table(
+                emulator,
+                upn,
+                folder,
+                [s for s in subscriptions if s["upn"] == upn.lower() and s["folder_id"] == folder["id"]],
+            )
+            for folder in emulator.outlook(upn).list_folders()
+        )
         sections.append(
             f"<section id='{escape(upn, quote=True)}'><h2>{escape(upn)}{note}</h2>{folders}</section>"
         )

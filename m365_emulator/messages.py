@@ -12,11 +12,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import GraphError
 from .text import has_lone_surrogate, may_hold_surrogates
+
+if TYPE_CHECKING:
+    from .auth import Principal
 
 IMMUTABLE_PREFERENCE = re.compile(r'IdType\s*=\s*"?ImmutableId"?', re.IGNORECASE)
 JSON_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
@@ -108,6 +111,7 @@ class Context:
     outcome: str = ""  # "throttled" / "faulted" for stats
     preferences_applied: list[str] = field(default_factory=list)
     batch_slots: dict[str, GraphError | None] = field(default_factory=dict)  # upn -> denial, for batch items
+    principal: Principal | None = None  # whom the access token speaks for (a batch's items share it)
 
     @property
     def immutable(self) -> bool:

@@ -261,7 +261,10 @@ class Notifier:
                 self._in_flight += 1
                 pool = self._pool
             assert pool is not None
-            pool.submit(self._send, batch)
+            try:
+                pool.submit(self._send, batch)
+            except RuntimeError:  # close() shut the pool down meanwhile
+                return
 
     def _send(self, batch: Batch) -> None:
         config = self.config

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .state import Store
 from .text import has_lone_surrogate, may_hold_surrogates, without_lone_surrogates
 
 
-def load_store(path: str) -> Store | None:
+def load_state(path: str) -> dict[str, Any] | None:
+    """The saved state (Store.to_json, plus the sign-in state under "signIn"), or None without a file."""
     file = Path(path)
     if not file.exists():
         return None
@@ -23,7 +23,7 @@ def load_store(path: str) -> Store | None:
     data = json.loads(text)
     if may_hold_surrogates(text) and has_lone_surrogate(data):  # saved before they were refused
         data = without_lone_surrogates(data)
-    return Store.from_json(data)
+    return data
 
 
 def write_atomically(path: str, payload: Any) -> None:

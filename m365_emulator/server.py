@@ -13,10 +13,15 @@ from .config import EmulatorConfig
 from .emulator import Emulator
 from .errors import GraphError
 from .graph_routes import Router
+from .jose import SigningKey
 from .messages import Context, Request, Response, new_request_id
+from .signin import SignIn
 
 _OPENID = re.compile(r"^/([^/]+)(?:/v2\.0)?/\.well-known/openid-configuration$", re.IGNORECASE)
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.IGNORECASE)
+_AUTHORIZE = re.compile(r"^/([^/]+)/oauth2/v2\.0/authorize$", re.IGNORECASE)
+_LOGOUT = re.compile(r"^/([^/]+)/oauth2/v2\.0/logout$", re.IGNORECASE)
+_KEYS = re.compile(r"^/([^/]+)/discovery/v2\.0/keys$", re.IGNORECASE)
 _INSTANCE_DISCOVERY = re.compile(r"^/common/discovery/instance$", re.IGNORECASE)
 _GRAPH = re.compile(r"^/v1\.0(?=/|$)", re.IGNORECASE)
 
@@ -27,6 +32,7 @@ class Front:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
         self.router = Router(emulator)
+        self.sign_in = SignIn(emulator)
 
     def handle(self, request: Request) -> Response:
         request_id = new_request_id()
@@ -59,7 +65,7 @@ class Front:
         emulator = self.emulator
         ctx = Context(Request(request.method, path, request.query, request.headers, request.body))
         try:
-            emulator.auth.check_bearer(request)
+            ctx.principal = emulator.auth.check_bearer(request)
             response = self.router.run(ctx)
         except GraphError as error:
             response = Response.error(error, request_id, client_request_id)
@@ -85,12 +91,21 @@ class Front:
                 kind="token", route="POST /{tenant}/oauth2/v2.0/token", status=response.status
             )
             return response
-        if request.method == "GET" and _INSTANCE_DISCOVERY.match(path):
+        if request.method in ("GET", "POST") and (authorize := _AUTHORIZE.match(path)):
+            response = self.sign_in.authorize(authorize.group(1), request)
+            route = f"{request.method} /{{tenant}}/oauth2/v2.0/authorize"
+        elif request.method == "GET" and (logout := _LOGOUT.match(path)):
+            response = self.sign_in.logout(logout.group(1), request)
+            route = "GET /{tenant}/oauth2/v2.0/logout"
+        elif request.method == "GET" and _INSTANCE_DISCOVERY.match(path):
             response = emulator.auth.instance_discovery(request)
             route = "GET /common/discovery/instance"
         elif request.method == "GET" and (openid := _OPENID.match(path)):
-            response = emulator.auth.openid_configuration(openid.group(1))
+            response = emulator.auth.openid_configuration(openid.group(1), request)
             route = "GET /{tenant}/v2.0/.well-known/openid-configuration"
+        elif request.method == "GET" and (keys := _KEYS.match(path)):
+            response = emulator.auth.jwks(keys.group(1))
+            route = "GET /{tenant}/discovery/v2.0/keys"
         else:
             raise GraphError(404, "NotFound", f"No emulated endpoint at {request.method} {path}.")
         emulator.sleep_latency()
@@ -166,6 +181,8 @@ def serve_in_thread(
 ) -> RunningEmulator:
     """Start the emulator on a daemon thread; port 0 picks a free port (see .url)."""
     server = EmulatorHTTPServer(Emulator(config), host, port, verbose)
+    # The first signed token would otherwise wait for the key to be made.
+    threading.Thread(target=SigningKey.get, name="m365-emulator-key", daemon=True).start()
     # A short poll interval makes stop() quick, which matters for tests that start a server each.
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="m365-emulator", daemon=True

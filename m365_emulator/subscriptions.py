@@ -121,12 +121,21 @@ def _resource(router: Router, ctx: Context, value: Any) -> tuple[str, Mailbox, s
     found = _RESOURCE.match(value.strip())
     if found is None:
         raise _invalid(f"The resource '{value}' is not supported for subscriptions by this emulator.")
+    principal = ctx.principal
+    delegated = principal is not None and principal.delegated
     if found["me"]:
-        user = router.emulator.auth.delegated_user(ctx.request)
-        if user is None:
+        if not delegated:
             raise bad_request("/me request is only valid with delegated authentication flow.")
+        user = principal.upn
     else:
         user = found["user"] or found["quoted_user"]
+        if delegated:
+            # A delegated token reaches only its own user's mailbox, named by UPN or object id.
+            if user.lower() not in (principal.upn.lower(), principal.oid):
+                raise GraphError(
+                    403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+                )
+            user = principal.upn
     store = router.store
     with store.lock:
         mailbox = store.mailbox(user)

@@ -6,8 +6,10 @@ in sync mode)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from urllib.parse import urlsplit
 
 import django_q.conf
 import pytest
@@ -167,3 +169,86 @@ def test_secret_and_tokens_appear_nowhere(live_server, emulator, every_log_recor
                 assert secret not in text, f"a secret in {where}: {text[:300]}"
             # Also never a bearer header or a client_secret form field, whatever the value.
             assert not re.search(r"(?i)bearer\s+\S{20,}|client_secret=", text), f"{where}: {text[:300]}"
+
+
+def test_delegated_tokens_appear_nowhere(live_server, emulator, every_log_record, settings, monkeypatch):
+    """Delegated mode: the user's access, refresh and id tokens, through Connect, a sync, a sync
+    that refreshes them, a revoked sign-in and a validate, are in no page, log record, run error,
+    task or validation message, and the database holds them only encrypted."""
+    from cryptography.fernet import Fernet
+    from django.db import connection
+
+    from exchange_sync.services import m365_connections
+    from m365_emulator.control import sign_in
+
+    monkeypatch.setattr(django_q.conf.Conf, "SYNC", True)
+    settings.M365_AUTH_MODE = "delegated"
+    settings.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    callback = reverse("admin:exchange_sync_exchangesyncsetup_m365_callback")
+    emulator.emulator.configure(grant="delegated", redirect_uris=[f"http://localhost{callback}"])
+    ann = UserFactory(username="ann")
+    UserCardFactory(user=ann, microsoft_365_email=MAILBOX)
+    PersonFactory(email="buyer@example.com")
+    client = AdminHttpClient(live_server.url).login("ann")
+    exchange, setup = (
+        ExchangeSyncSetup.objects.get_or_create(user=ann)[0],
+        ContactSyncSetup.objects.get_or_create(user=ann)[0],
+    )
+    page = reverse("admin:exchange_sync_exchangesyncsetup_change", args=[exchange.pk])
+
+    started = client.post(reverse("admin:exchange_sync_exchangesyncsetup_m365_connect"))
+    answer = urlsplit(sign_in(started.headers["Location"], MAILBOX))
+    assert client.get(f"{answer.path}?{answer.query}", follow=True).status_code == 200
+    client.get(page)
+    cache = json.loads(m365_connections.StoredTokenCache(m365_connections.connection_of(user=ann)).load())
+
+    def press(name: str) -> None:
+        response = client.post(reverse(f"admin:exchange_sync_contactsyncsetup_{name}", args=[setup.pk]))
+        client.get(response.headers["Location"])
+
+    client.post(reverse("admin:exchange_sync_contactsyncsetup_run", args=[setup.pk, "sync"]), follow=True)
+    emulator.emulator.auth.advance_clock(3600)
+    client.post(
+        reverse("admin:exchange_sync_contactsyncsetup_run", args=[setup.pk, "full-sync"]), follow=True
+    )
+    refreshed = json.loads(m365_connections.StoredTokenCache(m365_connections.connection_of(user=ann)).load())
+    emulator.emulator.auth.revoke_sessions(MAILBOX)
+    emulator.emulator.auth.advance_clock(3600)
+    press("validate")
+    client.get(page)
+    client.get(reverse("admin:exchange_sync_syncrun_changelist"))
+
+    runs = list(SyncRun.objects.filter(user=ann).order_by("pk"))
+    assert [run.status for run in runs] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    assert "Needs reconnecting" in client.pages[-2]
+    tokens = {
+        entry["secret"]
+        for snapshot in (cache, refreshed)
+        for section in ("AccessToken", "RefreshToken", "IdToken")
+        for entry in snapshot[section].values()
+    } | emulator.presented_tokens
+    with emulator.emulator.auth._lock:
+        tokens |= set(emulator.emulator.auth._refresh)
+    assert len(tokens) >= 5  # two access, two refresh and an id token at least
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT token_cache FROM exchange_sync_m365connection")
+        stored = b"".join(bytes(row[0]) for row in cursor.fetchall())
+    texts = {
+        "log records": rendered(every_log_record.records),
+        "pages": client.pages,
+        "sync run errors": [run.error + run.summary for run in runs],
+        "validation messages": list(
+            ExchangeSyncSetup.objects.values_list("last_validation_message", flat=True)
+        ),
+        "django-q2 tasks": [f"{task.result!r} {task.args!r} {task.kwargs!r}" for task in Task.objects.all()],
+        "connection rows": [
+            stored.decode("latin-1"),
+            str(list(m365_connections.M365Connection.objects.values())),
+        ],
+    }
+    for where, items in texts.items():
+        assert items, where
+        for text in items:
+            for token in tokens:
+                assert token not in text, f"a token in {where}: {text[:300]}"
+            assert not re.search(r"(?i)bearer\s+\S{20,}|refresh_token=\S", text), f"{where}: {text[:300]}"

@@ -4,16 +4,19 @@ tell the user what happened."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from ..forms import ContactFilterForm
+from ..graph import GraphError
 from ..models import (
     ActivityLog,
     ContactSyncSetup,
@@ -23,7 +26,7 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from ..services import contact_sync, health, job_queue, live_updates
+from ..services import contact_sync, health, job_queue, live_updates, m365_connections
 from ..sync.filters import describe_filter
 from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 
@@ -146,6 +149,31 @@ class ExchangeSyncSetupAdmin(SetupAdmin):
         exchange, _ = contact_sync.setups_for(user=request.user)
         return exchange
 
+    def get_list_display(self, request: HttpRequest):
+        # Administrators see who must reconnect at a glance.
+        columns = super().get_list_display(request)
+        return (*columns, "m365_connection") if m365_connections.delegated() else columns
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("user__m365_connection")
+
+    @admin.display(description="Microsoft 365 connection")
+    def m365_connection(self, obj: ExchangeSyncSetup) -> str:
+        connection = getattr(obj.user, "m365_connection", None)
+        return connection.get_status_display() if connection else "Not connected"
+
+    def get_urls(self):
+        # Connect, its callback and Disconnect act on the requester's own connection only: no id in
+        # the URL, so nobody can name another user's.
+        view = self.admin_site.admin_view
+        name = "exchange_sync_exchangesyncsetup"
+        return [
+            path("microsoft-365/connect/", view(self.connect_view), name=f"{name}_m365_connect"),
+            path("microsoft-365/callback/", view(self.callback_view), name=f"{name}_m365_callback"),
+            path("microsoft-365/disconnect/", view(self.disconnect_view), name=f"{name}_m365_disconnect"),
+            *super().get_urls(),
+        ]
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         setup = self.get_object(request, object_id)
         extra = dict(extra_context or {})
@@ -154,7 +182,63 @@ class ExchangeSyncSetupAdmin(SetupAdmin):
             extra["contact_sync_setup_url"] = reverse(
                 "admin:exchange_sync_contactsyncsetup_change", args=[contact_setup.pk]
             )
+            if m365_connections.delegated():
+                extra["m365"] = {
+                    "connection": m365_connections.connection_of(user=setup.user),
+                    "own": setup.user_id == request.user.pk,
+                }
         return super().change_view(request, object_id, form_url, extra)
+
+    def _own_page(self, request: HttpRequest) -> HttpResponseRedirect:
+        return redirect("admin:exchange_sync_exchangesyncsetup_change", self.own_object(request).pk)
+
+    def _check_may_connect(self, request: HttpRequest, *, post: bool) -> None:
+        if post and request.method != "POST":
+            raise PermissionDenied("This button only works as a form submission.")
+        if not (m365_connections.delegated() and self.has_module_permission(request)):
+            raise PermissionDenied
+
+    def connect_view(self, request: HttpRequest):
+        """Connect (or Reconnect) to Microsoft 365: MSAL's flow goes into the session, the browser
+        to Microsoft's sign-in page, which comes back to `callback_view`."""
+        self._check_may_connect(request, post=True)
+        redirect_uri = settings.M365_REDIRECT_URI or request.build_absolute_uri(
+            reverse("admin:exchange_sync_exchangesyncsetup_m365_callback")
+        )
+        try:
+            flow = m365_connections.start_connect(user=request.user, redirect_uri=redirect_uri)
+        except (GraphError, ImproperlyConfigured) as exc:
+            self.message_user(request, f"Cannot connect to Microsoft 365: {exc}", messages.ERROR)
+            return self._own_page(request)
+        request.session[m365_connections.SESSION_FLOW_KEY] = flow
+        return HttpResponseRedirect(flow["auth_uri"])
+
+    def callback_view(self, request: HttpRequest):
+        self._check_may_connect(request, post=False)
+        # Popped first: an answer is good once, and a reload must not redeem the code again.
+        flow = request.session.pop(m365_connections.SESSION_FLOW_KEY, None)
+        try:
+            connection = m365_connections.finish_connect(
+                user=request.user, flow=flow, answer=request.GET.dict()
+            )
+        except GraphError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return self._own_page(request)
+        setup = self.own_object(request)
+        self.log_change(request, setup, f"Connect to Microsoft 365: connected as {connection.account}.")
+        self.message_user(request, f"Connected to Microsoft 365 as {connection.account}.", messages.SUCCESS)
+        return self._own_page(request)
+
+    def disconnect_view(self, request: HttpRequest):
+        self._check_may_connect(request, post=True)
+        if m365_connections.disconnect(user=request.user):
+            self.log_change(request, self.own_object(request), "Disconnect from Microsoft 365.")
+            self.message_user(
+                request, "Disconnected from Microsoft 365: the stored sign-in was deleted.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "You were not connected to Microsoft 365.", messages.WARNING)
+        return self._own_page(request)
 
 
 class LiveUpdatesFilter(admin.SimpleListFilter):

@@ -23,7 +23,14 @@ from urllib.parse import quote, urlencode, urlsplit
 from requests import RequestException, Response, Session
 
 from .auth import TokenProvider
-from .errors import FolderExists, GraphConnectionError, GraphError, ItemNotFound, error_from_response
+from .errors import (
+    APP_ACCESS_DENIED_HINT,
+    FolderExists,
+    GraphConnectionError,
+    GraphError,
+    ItemNotFound,
+    error_from_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +181,7 @@ class GraphClient:
         *,
         token_provider: TokenProvider,
         session: Session,
+        access_denied_hint: str = APP_ACCESS_DENIED_HINT,
         base_url: str = GRAPH_V1_URL,
         max_in_flight: int = 4,
         max_retries: int = 5,
@@ -183,6 +191,7 @@ class GraphClient:
     ) -> None:
         self.token_provider = token_provider
         self.session = session
+        self.access_denied_hint = access_denied_hint
         self.base_url = base_url.rstrip("/")
         self.max_in_flight = max_in_flight
         self.max_retries = max_retries
@@ -477,7 +486,13 @@ class GraphClient:
                     continue
                 body = answer.get("body")
                 error = (
-                    error_from_response(status=status, body=body, headers=headers, mailbox=mailbox)
+                    error_from_response(
+                        status=status,
+                        body=body,
+                        headers=headers,
+                        mailbox=mailbox,
+                        access_denied_hint=self.access_denied_hint,
+                    )
                     if status >= 400
                     else None
                 )
@@ -546,7 +561,11 @@ class GraphClient:
         body = _parse_body(response)
         if response.status_code >= 400:
             raise error_from_response(
-                status=response.status_code, body=body, headers=response.headers, mailbox=mailbox
+                status=response.status_code,
+                body=body,
+                headers=response.headers,
+                mailbox=mailbox,
+                access_denied_hint=self.access_denied_hint,
             )
         return body
 

@@ -37,6 +37,24 @@ class AuthenticationFailed(GraphError):
     """Microsoft Entra refused to issue a token (wrong tenant, client id or secret)."""
 
 
+class SignInRequired(AuthenticationFailed):
+    """The user's delegated sign-in no longer works (expired, revoked, MFA or consent changed): only
+    the user signing in again helps. ``reason`` says why in words."""
+
+    def __init__(self, message: str, *, reason: str, code: str = "") -> None:
+        super().__init__(message, code=code)
+        self.reason = reason
+
+    @classmethod
+    def for_reason(cls, reason: str, *, code: str) -> "SignInRequired":
+        return cls(
+            f"Reconnect to Microsoft 365: {reason}. Open your Exchange Sync Setup and press Reconnect "
+            "to Microsoft 365.",
+            reason=reason,
+            code=code,
+        )
+
+
 class InvalidToken(GraphError):
     """401: Graph rejected the access token even after one refresh."""
 
@@ -81,6 +99,19 @@ class GraphConnectionError(GraphError):
     """The network failed before Graph could answer (DNS, refused connection, timeout)."""
 
 
+# A 403 on a mailbox in app mode: the app lacks the permission, or Exchange Online scopes it to
+# other mailboxes (RBAC for Applications, or a legacy application access policy).
+APP_ACCESS_DENIED_HINT = (
+    "the mailbox is outside the app's scope. An Exchange administrator adds it to the app's RBAC for "
+    'Applications scope (New-ManagementRoleAssignment -App <client id> -Role "Application '
+    'Contacts.ReadWrite" -CustomResourceScope <scope>; README "Limiting the app to some mailboxes"), '
+    "or, without scoping, grants the Contacts.ReadWrite application permission with admin consent."
+)
+DELEGATED_ACCESS_DENIED_HINT = (
+    "a signed-in user reaches only their own mailbox: connect to Microsoft 365 as the account on your "
+    "User Card, with the Contacts.ReadWrite permission consented."
+)
+
 _SYNC_STATE_CODES = {"syncstatenotfound", "resyncrequired"}
 _MAILBOX_CODES = {"errorinvaliduser", "mailboxnotenabledforrestapi"}
 
@@ -100,11 +131,13 @@ def error_from_response(
     body: Any,
     headers: Mapping[str, str] | None = None,
     mailbox: str | None = None,
+    access_denied_hint: str = APP_ACCESS_DENIED_HINT,
 ) -> GraphError:
     """Map one Graph response (top-level or an inner ``$batch`` response) to a typed error.
 
     ``body`` is the parsed JSON (a dict) or, when Graph sent something that is not JSON, the raw
-    text. ``mailbox`` only improves the message.
+    text. ``mailbox`` only improves the message; ``access_denied_hint`` is what a 403 should make
+    someone do, which depends on how the app signs in.
     """
     error = _get_case_insensitive(body, "error") if isinstance(body, Mapping) else None
     if isinstance(error, Mapping):
@@ -149,11 +182,7 @@ def error_from_response(
         )
     elif status == 403 and lowered != "errorquotaexceeded":
         error_class = AccessDenied
-        message = (
-            f"Microsoft 365 denied access{where} ({detail}): grant the app the Contacts.ReadWrite "
-            "application permission with admin consent, and check that no application access policy "
-            "excludes this mailbox."
-        )
+        message = f"Microsoft 365 denied access{where} ({detail}): {access_denied_hint}"
     elif status == 429:
         error_class = Throttled
         message = f"Microsoft 365 kept throttling requests{where}; try again in a few minutes ({detail})."

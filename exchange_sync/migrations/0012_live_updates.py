@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange_sync', '0007_sync_health_alerts_progress'),
+        ('exchange_sync', '0011_m365_connection'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

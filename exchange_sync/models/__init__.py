@@ -2,6 +2,7 @@
 family: setups (User Card, Exchange Sync Setup 6700, Contact Sync Setup, links), runs (Sync Runs,
 Activity Log 710, incidents), job_queue (Job Queue Entry 472) and live (Graph subscriptions)."""
 
+from .connections import M365Connection, M365ConnectionStatus
 from .job_queue import (
     CodeunitId,
     JobQueueEntry,
@@ -56,6 +57,8 @@ __all__ = [
     "IncidentKind",
     "JobQueueEntry",
     "JobStatus",
+    "M365Connection",
+    "M365ConnectionStatus",
     "ObjectType",
     "OutOfScopePolicy",
     "Outcome",

@@ -17,7 +17,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from ..graph import GraphError, M365NotConfigured, graph_client_from_settings
+from ..graph import GraphError, M365NotConfigured
 from ..models import (
     ActivityLog,
     ConnectionStatus,
@@ -34,7 +34,7 @@ from ..models import (
 from ..sync.engine import SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
-from . import alerts, sync_folder
+from . import alerts, m365_connections, sync_folder
 from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,18 @@ class SetupIncomplete(Exception):
 
 class SyncRefused(Exception):
     """A run was not started; the message says why."""
+
+
+class NeedsReconnecting(SyncRefused):
+    """Delegated mode: the user must connect (or reconnect) to Microsoft 365 before any run; a
+    scheduled pass skips them with this reason."""
+
+
+def check_connected(*, user: AbstractBaseUser) -> None:
+    """Raise `NeedsReconnecting` unless the user's runs can sign in (always true in app mode)."""
+    reason = m365_connections.reconnect_reason(user=user)
+    if reason is not None:
+        raise NeedsReconnecting(m365_connections.reconnect_message(reason=reason))
 
 
 # The failures a run reports as they are: their message is for the user.
@@ -93,7 +105,7 @@ def validate_exchange_connection(*, user: AbstractBaseUser) -> ConnectionCheck:
     try:
         mailbox = mailbox_of(user=user)
         step = "sign-in to Microsoft 365"
-        client = graph_client_from_settings()
+        client = m365_connections.graph_client_for(user=user)
         client.token_provider.access_token()
         step = f"mailbox {mailbox}"
         client.check_mailbox(mailbox=mailbox)
@@ -122,7 +134,7 @@ def next_folder_step(*, user: AbstractBaseUser) -> str:
     _, setup = setups_for(user=user)
     try:
         mailbox = mailbox_of(user=user)
-        client = graph_client_from_settings()
+        client = m365_connections.graph_client_for(user=user)
         return sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox).sentence(done=False)
     except (SetupIncomplete, GraphError) as exc:
         return f"Microsoft 365 could not be asked about folder '{setup.folder_name}' now ({exc})."
@@ -141,6 +153,7 @@ def request_contact_sync(
     one is queued or running is refused, not queued behind it."""
     _, setup = setups_for(user=user)
     mailbox_of(user=user)
+    check_connected(user=user)
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
     with transaction.atomic():
@@ -247,7 +260,8 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
             raise SyncRefused("Another run took over this user's sync before this one started.")
         validate_filter(filters=setup.contact_filter)
         mailbox = mailbox_of(user=run.user)
-        client = graph_client_from_settings()
+        check_connected(user=run.user)
+        client = m365_connections.graph_client_for(user=run.user)
         if run.mode == SyncMode.PREVIEW:  # reads only: the folder is left as it is
             folder = sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox)
             engine = SyncEngine(

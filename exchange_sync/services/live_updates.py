@@ -32,7 +32,7 @@ from django.utils.dateparse import parse_datetime
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from ..graph import BadRequest, GraphError, ItemNotFound, folder_resource, graph_client_from_settings
+from ..graph import BadRequest, GraphError, ItemNotFound, folder_resource
 from ..models import (
     ContactLink,
     ContactSyncSetup,
@@ -41,7 +41,7 @@ from ..models import (
     SubscriptionStatus,
 )
 from ..sync.reader import chunks, in_chunks, scope_queryset
-from . import contact_sync
+from . import contact_sync, m365_connections
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def ensure_subscription(*, user: AbstractBaseUser) -> GraphSubscription | None:
     resource = folder_resource(mailbox, setup.folder_id)
     subscription, _ = GraphSubscription.objects.get_or_create(user=user)
     now = timezone.now()
-    client = graph_client_from_settings()
+    client = m365_connections.graph_client_for(user=user)
     if (
         subscription.graph_id
         and subscription.status == SubscriptionStatus.ACTIVE
@@ -266,7 +266,7 @@ def remove_subscription(*, user: AbstractBaseUser) -> None:
         return
     if subscription.graph_id and not off_reason():
         try:
-            graph_client_from_settings().delete_subscription(
+            m365_connections.graph_client_for(user=user).delete_subscription(
                 mailbox=contact_sync.mailbox_of(user=user), subscription_id=subscription.graph_id
             )
         except (GraphError, contact_sync.SetupIncomplete) as exc:
@@ -460,7 +460,7 @@ def handle_lifecycle_event(*, user_id: int, event: str, graph_id: str) -> None:
     try:
         if event == "reauthorizationRequired":
             try:
-                graph_client_from_settings().reauthorize_subscription(
+                m365_connections.graph_client_for(user=user).reauthorize_subscription(
                     mailbox=contact_sync.mailbox_of(user=user), subscription_id=graph_id
                 )
             except ItemNotFound:

@@ -23,6 +23,13 @@ def emulator_arguments():
     return build_parser().parse_args(shlex.split(out.getvalue()))
 
 
+def serve_emulator_as_make_run_starts_it():
+    """What bin/run-local starts, on a free port."""
+    arguments = vars(emulator_arguments())
+    del arguments["host"], arguments["port"], arguments["verbose"]
+    return serve_in_thread(EmulatorConfig(**arguments))
+
+
 def write_local_env(env_file) -> str:
     out = io.StringIO()
     call_command("write_local_env", env_file=str(env_file), stdout=out)
@@ -71,9 +78,7 @@ def test_a_second_shell_reaches_make_runs_emulator_where_a_new_demo_user_has_a_m
     environ.Env.read_env(env_file, overwrite=True)
     for name in LOCAL_EMULATOR_SETTINGS:
         setattr(settings, name, os.environ[name])
-    arguments = vars(emulator_arguments())
-    del arguments["host"], arguments["port"], arguments["verbose"]
-    server = serve_in_thread(EmulatorConfig(**arguments))  # what bin/run-local starts, on a free port
+    server = serve_emulator_as_make_run_starts_it()
     settings.M365_EMULATOR_URL = settings.M365_EMULATOR_URL.replace(
         "127.0.0.1:8365", urlsplit(server.url).netloc
     )
@@ -91,3 +96,36 @@ def test_a_second_shell_reaches_make_runs_emulator_where_a_new_demo_user_has_a_m
 
     assert check.ok, check.message
     assert check.message.startswith("Connected successfully to Microsoft 365: mailbox sally@bcsync-demo.test")
+
+
+def test_in_delegated_mode_make_runs_emulator_lets_a_demo_user_connect(settings, monkeypatch):
+    from urllib.parse import parse_qsl
+
+    from cryptography.fernet import Fernet
+
+    from exchange_sync.services import m365_connections
+    from m365_emulator.control import sign_in
+
+    settings.M365_AUTH_MODE = "delegated"
+    settings.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    settings.SITE_URL = "http://127.0.0.1:8000"
+    for name, value in LOCAL_EMULATOR_SETTINGS.items():
+        setattr(settings, name, value)
+    card = UserCardFactory(user=UserFactory(username="sally"), microsoft_365_email="sally@bcsync-demo.test")
+    arguments = emulator_arguments()
+    callback = "http://127.0.0.1:8000/admin/exchange_sync/exchangesyncsetup/microsoft-365/callback/"
+    assert (arguments.grant, arguments.redirect_uris) == ("delegated", [callback])
+    server = serve_emulator_as_make_run_starts_it()
+    settings.M365_EMULATOR_URL = server.url
+    reset_graph_client_cache()
+    try:
+        flow = m365_connections.start_connect(user=card.user, redirect_uri=callback)
+        answer = dict(parse_qsl(urlsplit(sign_in(flow["auth_uri"], card.microsoft_365_email)).query))
+        connection = m365_connections.finish_connect(user=card.user, flow=flow, answer=answer)
+        check = contact_sync.validate_exchange_connection(user=card.user)
+    finally:
+        server.stop()
+        reset_graph_client_cache()
+
+    assert connection.account == "sally@bcsync-demo.test"
+    assert check.ok, check.message

@@ -346,9 +346,7 @@ def test_users_without_background_sync_get_no_live_run(sync_user, django_capture
     assert live_runs(sync_user) == []
 
 
-def test_a_burst_of_edits_gives_each_user_one_run(
-    two_salespeople, django_capture_on_commit_callbacks
-):
+def test_a_burst_of_edits_gives_each_user_one_run(two_salespeople, django_capture_on_commit_callbacks):
     ann, bob = two_salespeople
     contact_sync.set_sync_filter(user=bob, filters={})
     people = PersonFactory.create_batch(40, territory_code="EU")

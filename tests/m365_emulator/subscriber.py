@@ -17,13 +17,16 @@ class Subscriber:
 
     Behaviour is set per instance: `validation` is "echo" (200 + token), "status" (500), "wrong" (200
     with another body) or "hang" (no answer for `delay_s`); `status` and `delay_s` shape the answer to
-    notification POSTs; `statuses` (a list) overrides `status` for the next POSTs, one each."""
+    notification POSTs; `statuses` (a list) overrides `status` for the next POSTs, one each; while
+    `gate` is set to an unset Event, notification POSTs are held (counted in `held`) until it is set."""
 
     def __init__(self) -> None:
         self.validation = "echo"
         self.status = 202
         self.statuses: list[int] = []
         self.delay_s = 0.0
+        self.gate: threading.Event | None = None
+        self.held = 0
         self.validations: list[dict[str, str]] = []
         self.posts: list[dict[str, Any]] = []
         self.changed = threading.Condition()
@@ -80,7 +83,11 @@ class Subscriber:
     def _notification(self, handler: BaseHTTPRequestHandler, parts: Any, body: bytes) -> None:
         with self.changed:
             status = self.statuses.pop(0) if self.statuses else self.status
-            delay = self.delay_s
+            delay, gate = self.delay_s, self.gate
+            self.held += gate is not None
+            self.changed.notify_all()
+        if gate is not None:
+            gate.wait(10)
         if delay:
             time.sleep(delay)
         with self.changed:

@@ -24,14 +24,24 @@ def token_request(graph: Graph, **overrides: str) -> dict:
     return {"status": response.status_code, **response.json()}
 
 
-def test_openid_configuration_points_at_microsoft_urls(emulator):
+def test_openid_configuration_points_at_microsoft_urls_and_the_browser_at_the_emulator(emulator):
+    from m365_emulator.auth import tenant_id
+
+    guid = tenant_id(TENANT)
     session = emulator_session(emulator.url)
     document = session.get(f"{LOGIN}/{TENANT}/v2.0/.well-known/openid-configuration").json()
-    assert document["token_endpoint"].startswith(f"{LOGIN}/")
-    assert document["token_endpoint"].endswith("/oauth2/v2.0/token")
-    assert document["issuer"].endswith("/v2.0")
-    assert document["authorization_endpoint"].startswith(LOGIN)
+    assert document["token_endpoint"] == f"{LOGIN}/{guid}/oauth2/v2.0/token"
+    assert document["issuer"] == f"{LOGIN}/{guid}/v2.0"
+    assert document["jwks_uri"] == f"{LOGIN}/{guid}/discovery/v2.0/keys"
     assert document["device_authorization_endpoint"].startswith(LOGIN)
+    # The sign-in pages are for a browser, which does not go through the rewriting transport.
+    assert document["authorization_endpoint"] == f"{emulator.url}/{guid}/oauth2/v2.0/authorize"
+    assert document["end_session_endpoint"] == f"{emulator.url}/{guid}/oauth2/v2.0/logout"
+    emulator.emulator.configure(sign_in_url="http://sign-in.test:8365/")
+    document = session.get(f"{LOGIN}/{TENANT}/v2.0/.well-known/openid-configuration").json()
+    assert document["authorization_endpoint"] == f"http://sign-in.test:8365/{guid}/oauth2/v2.0/authorize"
+    keys = session.get(document["jwks_uri"]).json()["keys"]
+    assert keys[0]["kty"] == "RSA" and keys[0]["issuer"] == document["issuer"]
 
 
 def test_instance_discovery_answers_like_entra(emulator):

@@ -49,3 +49,43 @@ def test_cli_starts_with_flags():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_parsed_flags_are_config_fields_as_they_are():
+    """Other tools (make run's settings check) build EmulatorConfig straight from the parsed flags."""
+    from m365_emulator import EmulatorConfig
+    from m365_emulator.__main__ import build_parser
+
+    arguments = vars(
+        build_parser().parse_args(
+            ["--mailbox-password", "a@b.test=one", "--mailbox-password", "c@d.test=t=wo", "--grant", "both"]
+        )
+    )
+    for name in ("host", "port", "verbose"):
+        del arguments[name]
+    config = EmulatorConfig(**arguments)
+    assert config.mailbox_passwords == {"a@b.test": "one", "c@d.test": "t=wo"}
+    assert (config.grant, config.redirect_uris, config.client_certificates) == ("both", [], [])
+    assert vars(build_parser().parse_args([]))["mailbox_passwords"] == {}
+def test_notification_knobs_are_flags_in_help():
+    from m365_emulator.__main__ import build_parser
+
+    parser = build_parser()
+    text = parser.format_help()
+    for flag in (
+        "--notification-delay-ms",
+        "--notification-batch-ms",
+        "--notification-duplicate-rate",
+        "--notification-drop-rate",
+        "--notification-timeout-s",
+        "--notification-retry-timeout-s",
+        "--notification-retry-base-s",
+        "--notification-max-attempts",
+        "--validation-timeout-s",
+        "--subscription-max-minutes",
+        "--slow-endpoint-delay-s",
+        "--dropped-endpoint-s",
+    ):
+        assert flag in text
+    args = vars(parser.parse_args(["--notification-drop-rate", "0.25", "--subscription-max-minutes", "4230"]))
+    assert (args["notification_drop_rate"], args["subscription_max_minutes"]) == (0.25, 4230)

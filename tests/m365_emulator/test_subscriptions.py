@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from m365_emulator import serve_in_thread
+from m365_emulator.auth import Principal, user_object_id
 from m365_emulator.control import EmulatorControl
 
-from .conftest import ADA, BOB, Graph, make_config
+from .conftest import ADA, BOB, TENANT, Graph, make_config
 from .subscriber import running_subscriber
 
 
@@ -355,3 +356,50 @@ def test_delta_function_call_form(graph, emulator):
     root = graph.get(f"/users/{ADA}/contacts/delta()")
     assert root.status_code == 200
     assert root.json()["value"] == []
+
+
+def test_unknown_folder_and_the_per_mailbox_quota(graph, subscriber, monkeypatch):
+    gone = graph.folder(name="Gone")
+    assert graph.delete(f"/users/{ADA}/contactFolders/{gone}").status_code == 204
+    missing = graph.post("/subscriptions", json=body(subscriber, gone))
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "ErrorItemNotFound")
+    monkeypatch.setattr("m365_emulator.subscriptions.MAX_PER_MAILBOX", 2)
+    folder = graph.folder()
+    for change_type in ("created", "updated"):
+        assert (
+            graph.post("/subscriptions", json=body(subscriber, folder, changeType=change_type)).status_code
+            == 201
+        )
+    over = graph.post("/subscriptions", json=body(subscriber, folder, changeType="deleted"))
+    assert over.status_code == 403
+    other_mailbox = graph.post(
+        "/subscriptions", json=body(subscriber, folder, resource=f"users/{BOB}/contacts")
+    )
+    assert other_mailbox.status_code == 201
+
+
+def test_me_resources_follow_the_signed_in_user(graph, emulator, subscriber):
+    auth = emulator.emulator.auth
+    token = "a-delegated-token-for-ada"
+    with auth._lock:
+        auth._tokens[token] = Principal(
+            ADA,
+            user_object_id(TENANT, ADA),
+            frozenset({"Contacts.ReadWrite"}),
+            frozenset(),
+            auth.now() + 3600,
+        )
+    folder = graph.folder()
+    headers = {"Authorization": f"Bearer {token}"}
+    sub = graph.post(
+        "/subscriptions",
+        json=body(subscriber, folder, resource=f"me/contactFolders/{folder}/contacts"),
+        headers=headers,
+    )
+    assert sub.status_code == 201, sub.text
+    stored = EmulatorControl(emulator.url).subscriptions()[0]
+    assert (stored["upn"], stored["folder_id"]) == (ADA, folder)
+    other = graph.post(
+        "/subscriptions", json=body(subscriber, folder, resource=f"users/{BOB}/contacts"), headers=headers
+    )
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "ErrorAccessDenied")

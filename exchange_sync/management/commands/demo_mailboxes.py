@@ -5,6 +5,7 @@ import shlex
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.urls import reverse
 
 from bcsync_site.local_env import DEMO_MAILBOX_DOMAIN
 from exchange_sync.models import UserCard
@@ -12,7 +13,8 @@ from exchange_sync.models import UserCard
 
 class Command(BaseCommand):
     help = (
-        "Print the local emulator's arguments: --tenant, --client-id and --client-secret from the settings, "
+        "Print the local emulator's arguments: --tenant, --client-id and --client-secret (or "
+        "--client-certificate) from the settings, --grant delegated and --redirect-uri in delegated mode, "
         "--mailbox-domain for the demo domain and '--mailbox UPN' once per user."
     )
 
@@ -25,6 +27,13 @@ class Command(BaseCommand):
         ):
             if value:
                 arguments += [flag, value]
+        if settings.M365_CLIENT_CERTIFICATE:
+            arguments += ["--client-certificate", settings.M365_CLIENT_CERTIFICATE]
+        if settings.M365_AUTH_MODE == "delegated":
+            # Users sign in on the emulator's pages and come back to this site's callback.
+            callback = reverse("admin:exchange_sync_exchangesyncsetup_m365_callback")
+            redirect_uri = settings.M365_REDIRECT_URI or settings.SITE_URL.rstrip("/") + callback
+            arguments += ["--grant", "delegated", "--redirect-uri", redirect_uri]
         arguments += ["--mailbox-domain", DEMO_MAILBOX_DOMAIN]
         upns = UserCard.objects.exclude(microsoft_365_email="").values_list("microsoft_365_email", flat=True)
         for upn in sorted(upns):

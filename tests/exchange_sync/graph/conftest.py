@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exchange_sync.graph.auth import ClientCredentialsTokenProvider
+from exchange_sync.graph.auth import AppCredential, AppRegistration, ClientCredentialsTokenProvider
 from exchange_sync.graph.client import GraphClient
 from exchange_sync.graph.transport import build_session
 
@@ -42,13 +42,19 @@ def make_provider(emulator) -> Callable[..., ClientCredentialsTokenProvider]:
     config = emulator.emulator.config
 
     def make(**overrides: str) -> ClientCredentialsTokenProvider:
-        credentials = {
+        values = {
             "tenant_id": config.tenant,
             "client_id": config.client_id,
             "client_secret": config.client_secret,
+            **overrides,
         }
+        registration = AppRegistration(
+            tenant_id=values["tenant_id"],
+            client_id=values["client_id"],
+            credential=AppCredential(setting="M365_CLIENT_SECRET", secret=values["client_secret"]),
+        )
         return ClientCredentialsTokenProvider(
-            session=build_session(emulator_url=emulator.url), **{**credentials, **overrides}
+            registration=registration, session=build_session(emulator_url=emulator.url)
         )
 
     return make

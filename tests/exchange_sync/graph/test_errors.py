@@ -88,3 +88,19 @@ def test_repr_shows_status_code_and_request_id():
     error = error_from_response(status=412, body=envelope("ErrorIrresolvableConflict"))
 
     assert repr(error).startswith("PreconditionFailed(status=412, code='ErrorIrresolvableConflict'")
+
+
+def test_a_mailbox_outside_the_apps_scope_names_rbac_for_applications():
+    error = error_from_response(
+        status=403,
+        body=envelope("ErrorAccessDenied", "Access to OData is disabled."),
+        mailbox="eve@contoso.test",
+    )
+
+    assert str(error).startswith(
+        "Microsoft 365 denied access for eve@contoso.test (403 ErrorAccessDenied: Access to OData is "
+        "disabled.): the mailbox is outside the app's scope."
+    )
+    assert 'New-ManagementRoleAssignment -App <client id> -Role "Application Contacts.ReadWrite"' in str(
+        error
+    )
