@@ -9,7 +9,7 @@ from .job_queue import (
     JobStatus,
     ObjectType,
 )
-from .live import GraphSubscription, SubscriptionStatus
+from .live import GraphSubscription, SubscriptionStatus, UnconfirmedChange
 from .runs import (
     ActivityLog,
     ActivityLogQuerySet,
@@ -70,6 +70,7 @@ __all__ = [
     "SyncMode",
     "SyncRun",
     "SyncTrigger",
+    "UnconfirmedChange",
     "UserCard",
     "validate_folder_name",
 ]

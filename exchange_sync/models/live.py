@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class SubscriptionStatus(models.TextChoices):
@@ -37,3 +38,16 @@ class GraphSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"Graph subscription of {self.user}"
+
+
+class UnconfirmedChange(models.Model):
+    """An Outlook change notified while the user's run was writing: perhaps the echo of that run's
+    own write, whose change key it had not stored yet. The run's end decides (contact_sync)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    graph_id = models.CharField(max_length=512)
+    change_key = models.CharField(max_length=256, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Unconfirmed Outlook change of {self.graph_id[:16]}..."

@@ -29,6 +29,7 @@ from ..models import (
     SyncMode,
     SyncRun,
     SyncTrigger,
+    UnconfirmedChange,
     UserCard,
 )
 from ..sync.engine import SyncEngine
@@ -214,6 +215,8 @@ def _queue_trailing_run(run: SyncRun) -> None:
     a live run, changes still arriving (a burst of edits) are waited out first, briefly, so that one
     trailing run takes them all; the pending stamp keeps other requests from queueing meanwhile."""
     setups = ContactSyncSetup.objects.filter(user_id=run.user_id)
+    if confirm_outlook_changes(user_id=run.user_id):
+        setups.update(sync_requested_at=timezone.now())
 
     def requested_since_start() -> bool:
         requested = setups.values_list("sync_requested_at", flat=True).first()
@@ -224,6 +227,30 @@ def _queue_trailing_run(run: SyncRun) -> None:
     setups.update(sync_pending_at=None)
     if requested_since_start():
         request_coalesced_sync(user_id=run.user_id)
+
+
+def run_is_writing(*, user_id: int) -> bool:
+    """A run of the user is running and alive (its heartbeat not stale)."""
+    stale_before = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    return SyncRun.objects.filter(
+        user_id=user_id, status=RunStatus.RUNNING, heartbeat_at__gte=stale_before
+    ).exists()
+
+
+def confirm_outlook_changes(*, user_id: int) -> bool:
+    """Settle the user's unconfirmed Outlook changes: those whose version is not the one a link now
+    holds (not the echo of bcsync's own write) were real edits. All are forgotten; True if any was
+    real."""
+    rows = list(UnconfirmedChange.objects.filter(user_id=user_id))
+    if not rows:
+        return False
+    ours = set(
+        ContactLink.objects.filter(
+            setup__user_id=user_id, graph_id__in=[r.graph_id for r in rows]
+        ).values_list("graph_id", "change_key")
+    )
+    UnconfirmedChange.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    return any(not r.change_key or (r.graph_id, r.change_key) not in ours for r in rows)
 
 
 def _wait_until_quiet(setups) -> None:

@@ -39,6 +39,7 @@ from ..models import (
     ExchangeSyncSetup,
     GraphSubscription,
     SubscriptionStatus,
+    UnconfirmedChange,
 )
 from ..sync.reader import chunks, in_chunks, scope_queryset
 from . import contact_sync, m365_connections
@@ -419,11 +420,33 @@ def handle_notifications(*, payload: Any) -> int:
     now = timezone.now()
     users: set[int] = set()
     noted: set[int] = set()
+    unconfirmed: list[UnconfirmedChange] = []
+    writing: dict[int, bool] = {}
     for subscription, item in _authentic(_items(payload)):
         noted.add(subscription.pk)
-        if not _is_echo(subscription, item):
-            users.add(subscription.user_id)
+        user_id = subscription.user_id
+        if _is_echo(subscription, item):
+            continue
+        if user_id not in writing:
+            writing[user_id] = contact_sync.run_is_writing(user_id=user_id)
+        if writing[user_id]:  # perhaps that run's own write: its end decides
+            data = item.get("resourceData")
+            graph_id = data.get("id") if isinstance(data, Mapping) else None
+            unconfirmed.append(
+                UnconfirmedChange(
+                    user_id=user_id, graph_id=str(graph_id or "")[:512], change_key=_change_key(item)[:256]
+                )
+            )
+        else:
+            users.add(user_id)
     GraphSubscription.objects.filter(pk__in=noted).update(last_notification_at=now)
+    UnconfirmedChange.objects.bulk_create(unconfirmed)
+    for user_id in {change.user_id for change in unconfirmed}:
+        # A run that ended meanwhile did not see these: settle them here.
+        if not contact_sync.run_is_writing(user_id=user_id) and contact_sync.confirm_outlook_changes(
+            user_id=user_id
+        ):
+            users.add(user_id)
     for user_id in sorted(users):
         contact_sync.request_coalesced_sync(user_id=user_id)
     return len(users)

@@ -26,6 +26,7 @@ from exchange_sync.models import (
     SubscriptionStatus,
     SyncRun,
     SyncTrigger,
+    UnconfirmedChange,
 )
 from exchange_sync.services import contact_sync, live_updates
 from tests.exchange_sync.test_sync_rules import ok, sync
@@ -163,6 +164,44 @@ def test_an_echo_of_bcsyncs_own_write_requests_no_sync(live_user):
     assert GraphSubscription.objects.get(user=live_user).last_notification_at is not None
     post_json(NOTIFY, {"value": [notification(resourceData={"id": "AAA", "@odata.etag": 'W/"CK2"'})]})
     assert len(live_runs(live_user)) == 1
+
+
+def a_running_run(user) -> SyncRun:
+    setup = ContactSyncSetup.objects.get(user=user)
+    now = timezone.now()
+    run = SyncRun.objects.create(
+        user=user, mode="sync", status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
+    )
+    ContactSyncSetup.objects.filter(pk=setup.pk).update(active_run=run, claimed_at=now)
+    return run
+
+
+@pytest.mark.parametrize(("stored_key", "trailing"), [("CK1", False), ("CK0", True)])
+def test_a_notification_while_a_run_writes_is_settled_at_its_end(stored_key, trailing, live_user):
+    """The run's own write is notified before it stored the change key: no trailing run for it; an
+    edit made in Outlook meanwhile (another version) gets one."""
+    run = a_running_run(live_user)
+    post_json(NOTIFY, {"value": [notification()]})
+    assert UnconfirmedChange.objects.filter(user=live_user).count() == 1
+    assert live_runs(live_user) == []
+    ContactLink.objects.create(
+        setup=ContactSyncSetup.objects.get(user=live_user), graph_id="AAA", change_key=stored_key
+    )
+    SyncRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, finished_at=timezone.now())
+    ContactSyncSetup.objects.filter(user=live_user).update(active_run=None, claimed_at=None)
+    contact_sync._queue_trailing_run(SyncRun.objects.get(pk=run.pk))
+    assert len(live_runs(live_user)) == int(trailing)
+    assert not UnconfirmedChange.objects.exists()
+
+
+def test_a_run_whose_worker_died_defers_nothing(live_user, settings):
+    run = a_running_run(live_user)
+    stale = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS + 1)
+    SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=stale)
+    ContactSyncSetup.objects.filter(user=live_user).update(claimed_at=stale)
+    post_json(NOTIFY, {"value": [notification()]})
+    assert not UnconfirmedChange.objects.exists()
+    assert [r.status for r in live_runs(live_user)] == [RunStatus.QUEUED]
 
 
 @pytest.mark.parametrize("event", live_updates.LIFECYCLE_EVENTS)
