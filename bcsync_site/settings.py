@@ -148,6 +148,11 @@ M365_TENANT_ID = env.str("M365_TENANT_ID", default="")
 M365_CLIENT_ID = env.str("M365_CLIENT_ID", default="")
 M365_CLIENT_SECRET = env.str("M365_CLIENT_SECRET", default="")
 M365_EMULATOR_URL = env.str("M365_EMULATOR_URL", default="")
+# Outlook's request limit per app and mailbox (every request inside a $batch counts); runs pace
+# themselves to 90 % of it, shared by every host through the database (exchange_sync.graph.budget);
+# 0 turns pacing off.
+GRAPH_MAILBOX_BUDGET = env.int("GRAPH_MAILBOX_BUDGET", default=10_000)
+GRAPH_MAILBOX_WINDOW_S = env.float("GRAPH_MAILBOX_WINDOW_S", default=600.0)
 # App mode with a certificate instead of the secret: a PEM file holding the private key and the certificate.
 M365_CLIENT_CERTIFICATE = env.str("M365_CLIENT_CERTIFICATE", default="")
 # "app": the application permission reaches every mailbox (or those RBAC for Applications allows);
@@ -207,11 +212,16 @@ LIVE_SYNC_SETTLE_MAX_SECONDS = env.float("LIVE_SYNC_SETTLE_MAX_SECONDS", default
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 
+Q_TIMEOUT = env.int("Q_TIMEOUT", default=3600)
+# A sync run stops between batches after this long and goes on in a new task (a slice of the same
+# run), so that Q_TIMEOUT never kills it; the margin covers reading and planning, which are not cut.
+SYNC_SLICE_SECONDS = env.int("SYNC_SLICE_SECONDS", default=max(30, Q_TIMEOUT - max(120, Q_TIMEOUT // 5)))
 Q_CLUSTER = {
     "name": "bcsync",
     "workers": env.int("Q_WORKERS", default=2),
-    "timeout": env.int("Q_TIMEOUT", default=3600),
-    "retry": env.int("Q_TIMEOUT", default=3600) + 120,
+    "timeout": Q_TIMEOUT,
+    # An unacknowledged task (its worker died) is delivered again after this.
+    "retry": env.int("Q_RETRY", default=Q_TIMEOUT + 120),
     "max_attempts": 1,
     "catch_up": False,
     "queue_limit": 4,

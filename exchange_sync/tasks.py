@@ -3,8 +3,8 @@
 from .services import contact_sync, job_queue, live_updates, retention
 
 
-def run_contact_sync_task(run_id: int) -> str:
-    return contact_sync.run_contact_sync(run_id=run_id).status
+def run_contact_sync_task(run_id: int, slice_no: int = 1) -> str:
+    return contact_sync.run_contact_sync(run_id=run_id, slice_no=slice_no).status
 
 
 def run_job_queue_entry_task(entry_id: int) -> str:

@@ -79,7 +79,10 @@ class SyncRunAdmin(OwnedByUserAdmin):
         plan = ": what a Sync would do (nothing was written)" if obj and obj.mode == SyncMode.PREVIEW else ""
         return (
             (None, {"fields": ("user", "mode", "trigger", "status", "error", "summary_line")}),
-            ("Timing", {"fields": ("queued_at", "started_at", "heartbeat_at", "finished_at", "duration")}),
+            (
+                "Timing",
+                {"fields": ("queued_at", "started_at", "heartbeat_at", "finished_at", "duration", "slice")},
+            ),
             (
                 f"Outlook (Business Central → Outlook){plan}",
                 {"fields": ("created", "updated", "linked", "recreated", "deleted")},

@@ -22,6 +22,7 @@ from .auth import (
     finish_sign_in,
     start_sign_in,
 )
+from .budget import BucketRates, MailboxBudget
 from .client import (
     BatchRequest,
     BatchResult,
@@ -60,6 +61,7 @@ __all__ = [
     "BadRequest",
     "BatchRequest",
     "BatchResult",
+    "BucketRates",
     "ClientCredentialsTokenProvider",
     "DelegatedTokenProvider",
     "DeltaPage",
@@ -70,6 +72,7 @@ __all__ = [
     "InvalidToken",
     "ItemNotFound",
     "M365NotConfigured",
+    "MailboxBudget",
     "MailboxNotFound",
     "PreconditionFailed",
     "ServiceUnavailable",
@@ -128,8 +131,11 @@ def graph_session() -> requests.Session:
     return _session(settings.M365_EMULATOR_URL)
 
 
-def graph_client_from_settings(*, token_cache: TokenCacheStore | None = None) -> GraphClient:
-    """A fresh `GraphClient` (fresh request counters) for one sync run or one admin action.
+def graph_client_from_settings(
+    *, token_cache: TokenCacheStore | None = None, budget: MailboxBudget | None = None
+) -> GraphClient:
+    """A fresh `GraphClient` (fresh request counters) for one sync run or one admin action. With
+    `budget`, every request is paid for from its mailbox's budget first.
 
     In app mode it shares the process's token provider, so access tokens are reused across runs. In
     delegated mode it acts for the user whose MSAL token cache `token_cache` holds (required then).
@@ -150,10 +156,15 @@ def graph_client_from_settings(*, token_cache: TokenCacheStore | None = None) ->
             home_account_id=token_cache.home_account_id,
         )
         return GraphClient(
-            token_provider=provider, session=session, access_denied_hint=DELEGATED_ACCESS_DENIED_HINT
+            token_provider=provider,
+            session=session,
+            access_denied_hint=DELEGATED_ACCESS_DENIED_HINT,
+            budget=budget,
         )
     return GraphClient(
-        token_provider=_token_provider(registration, settings.M365_EMULATOR_URL), session=session
+        token_provider=_token_provider(registration, settings.M365_EMULATOR_URL),
+        session=session,
+        budget=budget,
     )
 
 

@@ -2,7 +2,8 @@
 
 Every request carries a bearer token, ``Prefer: IdType="ImmutableId"`` (ids survive moves) and a
 ``client-request-id``. Graph's throttling rules are honoured here so callers need not think about
-them: at most ``max_in_flight`` requests in flight per mailbox, 429/503/504 retried after
+them: at most ``max_in_flight`` requests in flight per mailbox, each request (each inner request of a
+``$batch``) paid for from the mailbox's `MailboxBudget` when one is given, 429/503/504 retried after
 ``Retry-After`` (exponential backoff with jitter without it), one token refresh on 401. Failures
 raise the typed errors of `exchange_sync.graph.errors`; inside ``$batch`` they are returned per item.
 """
@@ -14,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from requests import RequestException, Response, Session
 
 from .auth import TokenProvider
+from .budget import MailboxBudget
 from .errors import (
     APP_ACCESS_DENIED_HINT,
     FolderExists,
@@ -188,6 +190,7 @@ class GraphClient:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        budget: MailboxBudget | None = None,
     ) -> None:
         self.token_provider = token_provider
         self.session = session
@@ -198,7 +201,12 @@ class GraphClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.sleep = sleep
+        self.budget = budget
         self._mailbox_slots: dict[str, threading.BoundedSemaphore] = {}
+        # Budget use not yet paid and 429 blocks not yet shared, by mailbox: $batch threads note them
+        # and the calling thread settles them, so only the caller's database connection is used.
+        self._unpaid: dict[str, int] = {}
+        self._blocked_until: dict[str, float] = {}
         self._lock = threading.Lock()
         self._requests_sent = 0
         self._batch_items_sent = 0
@@ -419,7 +427,13 @@ class GraphClient:
             by_id.update((result.id, result) for result in results)
         return [by_id[request.id] for request in requests]
 
-    def batch_iter(self, *, mailbox: str, requests: Sequence[BatchRequest]) -> Iterator[list[BatchResult]]:
+    def batch_iter(
+        self,
+        *,
+        mailbox: str,
+        requests: Sequence[BatchRequest],
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[list[BatchResult]]:
         """Send ``requests`` for one mailbox in ``$batch`` calls of at most 20, up to
         ``max_in_flight`` calls at once, and yield each call's results as soon as it has landed.
 
@@ -434,7 +448,8 @@ class GraphClient:
         inner ``Retry-After``, up to ``max_retries`` times; items answered 401 are resent once
         with a fresh token. A failure of a whole ``$batch`` call (network, 401 after refresh,
         throttling beyond the retries) raises; results already yielded stand. Stopping the
-        iteration early cancels the chunks not yet sent.
+        iteration early cancels the chunks not yet sent. Once ``stop()`` is true, chunks not yet sent
+        are not sent and yield nothing: the requests missing from the results never reached Graph.
         """
         seen: set[str] = set()
         for request in requests:
@@ -444,24 +459,41 @@ class GraphClient:
         chunks = [
             requests[start : start + MAX_BATCH_SIZE] for start in range(0, len(requests), MAX_BATCH_SIZE)
         ]
-        if len(chunks) <= 1:
-            yield from (self._send_batch_chunk(mailbox, chunk) for chunk in chunks)
+        if not chunks:
             return
+        # Chunks are paid for here, in the calling thread, as they are handed to the pool; a few wait
+        # in the pool beyond those in flight, so a thread that frees up never waits for this loop.
+        lookahead = 2 * self.max_in_flight
         with ThreadPoolExecutor(max_workers=min(self.max_in_flight, len(chunks))) as pool:
-            futures = [pool.submit(self._send_batch_chunk, mailbox, chunk) for chunk in chunks]
+            queued: set[Future[list[BatchResult]]] = set()
             try:
-                for future in as_completed(futures):
+                for chunk in chunks:
+                    if len(queued) >= lookahead:
+                        done, queued = wait(queued, return_when=FIRST_COMPLETED)
+                        yield from (future.result() for future in done)
+                    if stop is not None and stop():
+                        break
+                    self._note_use(mailbox, len(chunk))
+                    self._settle(mailbox)
+                    queued.add(pool.submit(self._send_batch_chunk, mailbox, chunk))
+                if stop is not None and stop():
+                    queued = {future for future in queued if not future.cancel()}
+                for future in as_completed(queued):
                     yield future.result()
             finally:
-                for future in futures:
+                for future in queued:
                     future.cancel()
+        self._settle(mailbox)
 
     def _send_batch_chunk(self, mailbox: str, chunk: Sequence[BatchRequest]) -> list[BatchResult]:
+        """Runs in a pool thread: no database here (see `_settle`)."""
         pending = {request.id: request for request in chunk}
         results: dict[str, BatchResult] = {}
         attempt = 0
         token_refreshed = False
         while pending:
+            if attempt or token_refreshed:
+                self._note_use(mailbox, len(pending))  # a resend costs again; the caller pays it later
             answers = self._post_batch(mailbox, list(pending.values()))
             retry_delays: list[float] = []
             unauthorized = False
@@ -503,6 +535,8 @@ class GraphClient:
                 token_refreshed = True
             if retry_delays and pending:
                 delay = max(retry_delays)
+                if any(int((answers.get(key.lower()) or {}).get("status", 0)) == 429 for key in pending):
+                    self._block(mailbox, delay)
                 logger.info(
                     "Graph throttled %d of a $batch for %s; resending them in %.1fs (attempt %d of %d)",
                     len(retry_delays),
@@ -520,7 +554,9 @@ class GraphClient:
         payload = {"requests": [self._batch_entry(request) for request in requests]}
         with self._lock:
             self._batch_items_sent += len(requests)
-        body = self._call("POST", "/$batch", mailbox=mailbox, json=payload)
+        body = self._call(
+            "POST", "/$batch", mailbox=mailbox, json=payload, cost=len(requests), from_pool=True
+        )
         return {str(answer.get("id")).lower(): answer for answer in body.get("responses", [])}
 
     @staticmethod
@@ -553,10 +589,21 @@ class GraphClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
         max_page_size: int | None = None,
+        cost: int = 1,
+        from_pool: bool = False,
     ) -> Any:
-        """Send with retries and return the parsed body, or raise the typed error."""
+        """Send with retries and return the parsed body, or raise the typed error. ``cost``: the
+        requests Outlook counts (a ``$batch`` counts those inside it). ``from_pool``: sent from a pool
+        thread (no database): its first attempt is already noted, and the caller settles the rest."""
         response = self._send(
-            method, url, mailbox=mailbox, json=json, headers=headers, max_page_size=max_page_size
+            method,
+            url,
+            mailbox=mailbox,
+            json=json,
+            headers=headers,
+            max_page_size=max_page_size,
+            cost=cost,
+            from_pool=from_pool,
         )
         body = _parse_body(response)
         if response.status_code >= 400:
@@ -578,6 +625,8 @@ class GraphClient:
         json: Any,
         headers: dict[str, str] | None,
         max_page_size: int | None,
+        cost: int,
+        from_pool: bool,
     ) -> Response:
         """One logical request: refreshes the token once on 401 and retries 429/503/504 with
         backoff. Returns the last response, successful or not."""
@@ -594,6 +643,10 @@ class GraphClient:
         while True:
             token = self.token_provider.access_token(force_refresh=force_refresh)
             force_refresh = False
+            if attempt or token_refreshed or not from_pool:
+                self._note_use(mailbox, cost)
+            if not from_pool:
+                self._settle(mailbox)
             response = self._send_once(
                 method,
                 url,
@@ -606,6 +659,11 @@ class GraphClient:
                 token_refreshed = force_refresh = True
                 logger.info("Graph rejected the access token for %s; refreshing it once", mailbox)
                 continue
+            if status == 429:
+                # Whether or not this client retries, nobody else should send before Retry-After.
+                self._block(mailbox, self._retry_delay_s(response.headers, attempt))
+                if not from_pool:
+                    self._settle(mailbox)  # tell the other hosts now, not after the wait
             if status not in RETRYABLE_STATUSES or attempt >= self.max_retries:
                 return response
             delay = self._retry_delay_s(response.headers, attempt)
@@ -635,6 +693,30 @@ class GraphClient:
                     f"Could not reach Microsoft 365 for {mailbox} ({method} {urlsplit(url).path}): "
                     f"{type(exc).__name__}. Check the network, then try again."
                 ) from exc
+
+    def _note_use(self, mailbox: str, cost: int) -> None:
+        if self.budget is not None:
+            with self._lock:
+                self._unpaid[mailbox] = self._unpaid.get(mailbox, 0) + cost
+
+    def _block(self, mailbox: str, seconds: float) -> None:
+        if self.budget is not None:
+            with self._lock:
+                until = time.monotonic() + seconds
+                self._blocked_until[mailbox] = max(until, self._blocked_until.get(mailbox, 0.0))
+
+    def _settle(self, mailbox: str) -> None:
+        """In the calling thread: share the 429 blocks noted so far, then wait until the mailbox's
+        budget has the requests noted to spare and spend them."""
+        if self.budget is None:
+            return
+        with self._lock:
+            unpaid = self._unpaid.pop(mailbox, 0)
+            blocked_until = self._blocked_until.pop(mailbox, None)
+        if blocked_until is not None and blocked_until > time.monotonic():
+            self.budget.block(mailbox=mailbox, seconds=blocked_until - time.monotonic())
+        while unpaid and (delay := self.budget.take(mailbox=mailbox, requests=unpaid)) > 0:
+            self.sleep(delay)
 
     def _mailbox_slot(self, mailbox: str) -> threading.BoundedSemaphore:
         # Outlook allows 4 concurrent requests per app and mailbox; more just earn 429s.

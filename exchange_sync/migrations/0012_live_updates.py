@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange_sync', '0011_m365_connection'),
+        ('exchange_sync', '0009_pacing_budget_slices'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -2,6 +2,7 @@
 family: setups (User Card, Exchange Sync Setup 6700, Contact Sync Setup, links), runs (Sync Runs,
 Activity Log 710, incidents), job_queue (Job Queue Entry 472) and live (Graph subscriptions)."""
 
+from .budget import MailboxBudget
 from .connections import M365Connection, M365ConnectionStatus
 from .job_queue import (
     CodeunitId,
@@ -59,6 +60,7 @@ __all__ = [
     "JobStatus",
     "M365Connection",
     "M365ConnectionStatus",
+    "MailboxBudget",
     "ObjectType",
     "OutOfScopePolicy",
     "Outcome",

@@ -67,6 +67,10 @@ class SyncRun(models.Model):
     phase_started_at = models.DateTimeField(null=True, blank=True)
     phase_done = models.PositiveIntegerField(default=0)
     phase_total = models.PositiveIntegerField(default=0, help_text="0 when not known in advance.")
+    # A run longer than one task may take goes on in slices, each a task of its own: the slice now
+    # running or queued, and when it started (None while it waits for a worker).
+    slice = models.PositiveIntegerField(default=1)
+    slice_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at", "-id"]

@@ -11,8 +11,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.dispatch import Signal
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -32,10 +33,10 @@ from ..models import (
     UnconfirmedChange,
     UserCard,
 )
-from ..sync.engine import SyncEngine
+from ..sync.engine import SliceEnded, SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
-from . import alerts, m365_connections, sync_folder
+from . import alerts, m365_connections, mailbox_budget, sync_folder
 from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
@@ -263,32 +264,57 @@ def _wait_until_quiet(setups) -> None:
         time.sleep(min((requested + settle - now).total_seconds(), (deadline - now).total_seconds()))
 
 
-def _enqueue(run: SyncRun) -> None:
+def _enqueue(run: SyncRun, *, slice_no: int = 1) -> None:
     async_task(
         "exchange_sync.tasks.run_contact_sync_task",
         run.pk,
-        task_name=f"contact-sync-{run.pk}",
+        slice_no,
+        task_name=f"contact-sync-{run.pk}" + (f"-slice-{slice_no}" if slice_no > 1 else ""),
         group=f"contact-sync-user-{run.user_id}",
     )
 
 
-def run_contact_sync(*, run_id: int) -> SyncRun:
-    """Execute a queued run. Delivered at least once: a run that is no longer queued is left alone."""
+def _start_slice(*, run_id: int, slice_no: int) -> bool:
+    """Take slice `slice_no` of the run: a queued run's first, the next of a run whose last slice
+    queued it, or one whose worker died (its heartbeat went stale) when it is delivered again. A
+    duplicate delivery of a slice that is alive, or of one that is over, gets False."""
     now = timezone.now()
-    if not SyncRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
-    ):
+    stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    startable = models.Q(status=RunStatus.QUEUED) | models.Q(status=RunStatus.RUNNING) & (
+        models.Q(slice_started_at__isnull=True) | models.Q(heartbeat_at__lt=stale_before)
+    )
+    return bool(
+        SyncRun.objects.filter(startable, pk=run_id, slice=slice_no).update(
+            status=RunStatus.RUNNING,
+            started_at=Coalesce("started_at", models.Value(now, output_field=models.DateTimeField())),
+            heartbeat_at=now,
+            slice_started_at=now,
+        )
+    )
+
+
+def run_contact_sync(*, run_id: int, slice_no: int = 1, queue_next: bool = True) -> SyncRun:
+    """Execute a queued run, or its next slice. Delivered at least once: a slice already running or
+    over is left alone. A Sync still writing when SYNC_SLICE_SECONDS are up stops between batches,
+    keeps the claim and hands on to its next slice (queued as a task unless `queue_next` is False:
+    see `run_contact_sync_to_end`); only the last slice moves the watermark and the delta link, so
+    each slice reads the same changes again and the links skip what is already written."""
+    if not _start_slice(run_id=run_id, slice_no=slice_no):
         return SyncRun.objects.get(pk=run_id)
+    deadline = time.monotonic() + settings.SYNC_SLICE_SECONDS
     run = SyncRun.objects.select_related("user").get(pk=run_id)
     setup = ContactSyncSetup.objects.get(user=run.user)
     engine: SyncEngine | None = None
+    continues = False
     try:
         if setup.active_run_id != run.pk:
             raise SyncRefused("Another run took over this user's sync before this one started.")
         validate_filter(filters=setup.contact_filter)
         mailbox = mailbox_of(user=run.user)
         check_connected(user=run.user)
-        client = m365_connections.graph_client_for(user=run.user)
+        client = m365_connections.graph_client_for(
+            user=run.user, budget=mailbox_budget.budget_from_settings()
+        )
         if run.mode == SyncMode.PREVIEW:  # reads only: the folder is left as it is
             folder = sync_folder.look_up_folder(client=client, setup=setup, mailbox=mailbox)
             engine = SyncEngine(
@@ -300,7 +326,9 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
                 )
         else:
             folder_id = sync_folder.prepare_folder(client=client, setup=setup, mailbox=mailbox, run=run)
-            engine = SyncEngine(run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder_id)
+            engine = SyncEngine(
+                run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder_id, deadline=deadline
+            )
         the_plan = engine.execute()
         finished = timezone.now()
         with transaction.atomic():
@@ -314,18 +342,49 @@ def run_contact_sync(*, run_id: int) -> SyncRun:
                 summary=f"{len(the_plan.actions)} actions planned" if run.mode == SyncMode.PREVIEW else "",
                 **engine.counts(),
             )
+    except SliceEnded:
+        assert engine is not None
+        continues = _hand_on(run, slice_no=slice_no, counts=engine.counts(), queue_next=queue_next)
     except EXPECTED_FAILURES as exc:
         _fail(run, engine, str(exc))
     except Exception as exc:
         logger.exception("Contact sync run %s failed", run.pk)
         _fail(run, engine, UNEXPECTED_ERROR.format(name=type(exc).__name__))
     finally:
-        ContactSyncSetup.objects.release_claim(setup=setup, run=run)
+        if not continues:
+            ContactSyncSetup.objects.release_claim(setup=setup, run=run)
     run.refresh_from_db()
+    if continues:
+        return run
     alerts.note_run_finished(run=run)
     _queue_trailing_run(run)
     run_finished.send(sender=SyncRun, run=run)
     return run
+
+
+def run_contact_sync_to_end(*, run_id: int) -> SyncRun:
+    """Run a queued run's slices here, one after another: for a caller that waits (a command)."""
+    run = run_contact_sync(run_id=run_id, queue_next=False)
+    while run.status == RunStatus.RUNNING and run.slice_started_at is None:
+        run = run_contact_sync(run_id=run_id, slice_no=run.slice, queue_next=False)
+    return run
+
+
+def _hand_on(run: SyncRun, *, slice_no: int, counts: dict[str, int], queue_next: bool) -> bool:
+    """Hand the run on to its next slice, still Running and still holding the user's claim. False when
+    the run is no longer this slice's (another run took over the user's sync meanwhile)."""
+    next_slice = slice_no + 1
+    now = timezone.now()
+    with transaction.atomic():
+        handed_on = SyncRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, slice=slice_no).update(
+            slice=next_slice, slice_started_at=None, heartbeat_at=now, **counts
+        )
+        if handed_on:
+            ContactSyncSetup.objects.filter(user_id=run.user_id, active_run=run).update(claimed_at=now)
+            if queue_next:
+                transaction.on_commit(lambda: _enqueue(run, slice_no=next_slice))
+            logger.info("Contact sync run %s: slice %d ended, slice %d follows", run.pk, slice_no, next_slice)
+    return bool(handed_on)
 
 
 def _fail(run: SyncRun, engine: SyncEngine | None, message: str) -> None:

@@ -218,6 +218,8 @@ class RunProgress:
     done: int
     total: int  # 0 when not known (a delta read does not know how many changes come)
     seconds_left: float | None
+    slice: int = 1  # a run longer than one task goes on in slices (services.contact_sync)
+    waiting: bool = False  # its next slice waits for a worker
 
     @property
     def percent(self) -> int | None:
@@ -225,6 +227,13 @@ class RunProgress:
 
     @property
     def text(self) -> str:
+        if self.slice > 1:
+            if self.waiting:
+                return f"slice {self.slice} is queued and goes on where slice {self.slice - 1} stopped"
+            return f"slice {self.slice}, {self._phase_text()}"
+        return self._phase_text()
+
+    def _phase_text(self) -> str:
         if self.total:
             return f"{self.phase}: {self.done:,} of {self.total:,}"
         return f"{self.phase}: {self.done:,} so far" if self.done else f"{self.phase}…"
@@ -253,4 +262,6 @@ def run_progress(*, run: SyncRun, now: datetime | None = None) -> RunProgress | 
         done=run.phase_done,
         total=run.phase_total,
         seconds_left=seconds_left,
+        slice=run.slice,
+        waiting=run.slice_started_at is None,
     )

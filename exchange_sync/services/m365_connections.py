@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from ..graph import (
     GraphClient,
+    MailboxBudget,
     SignInRefused,
     SignInRequired,
     app_registration_from_settings,
@@ -135,17 +136,18 @@ def reconnect_message(*, reason: str) -> str:
     return str(SignInRequired.for_reason(reason, code="reconnect"))
 
 
-def graph_client_for(*, user: AbstractBaseUser) -> GraphClient:
+def graph_client_for(*, user: AbstractBaseUser, budget: MailboxBudget | None = None) -> GraphClient:
     """The Graph client that acts for this user: the app's in app mode, the user's own sign-in in
-    delegated mode (raises `SignInRequired` while they must connect or reconnect)."""
+    delegated mode (raises `SignInRequired` while they must connect or reconnect). With `budget`, it
+    is paced by the mailbox's request budget."""
     if not delegated():
-        return graph_client_from_settings()
+        return graph_client_from_settings(budget=budget)
     connection = connection_of(user=user)
     reason = reconnect_reason(user=user)
     if connection is None or reason is not None:
         reason = reason or NOT_CONNECTED
         raise SignInRequired(reconnect_message(reason=reason), reason=reason, code="reconnect")
-    return graph_client_from_settings(token_cache=StoredTokenCache(connection))
+    return graph_client_from_settings(token_cache=StoredTokenCache(connection), budget=budget)
 
 
 def _expected_account(user: AbstractBaseUser) -> str:

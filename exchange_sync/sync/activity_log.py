@@ -57,7 +57,9 @@ class RunLog:
         self.run = run
         self.setup = setup
         self.requests_sent = requests_sent
-        self.tally: Counter[str] = Counter()
+        # A later slice of the run goes on counting from what the earlier ones recorded.
+        self.tally: Counter[str] = Counter({name: getattr(run, name) for name in SyncRun.COUNT_FIELDS})
+        self.requests_before = run.graph_requests
         self.pending: list[ActivityLog] = []
         self.deleted_nos: dict[int, str] = {}  # link id -> No. of its contact deleted in Business Central
         self.phase, self.phase_started_at, self.phase_done, self.phase_total = "", None, 0, 0
@@ -122,7 +124,7 @@ class RunLog:
     def counts(self) -> dict[str, int]:
         return {
             **{name: self.tally[name] for name in SyncRun.COUNT_FIELDS},
-            "graph_requests": self.requests_sent(),
+            "graph_requests": self.requests_before + self.requests_sent(),
         }
 
     def label(self, contact: Contact | None, action: Action) -> str:

@@ -5,6 +5,10 @@ $batch calls of at most 20, up to 4 in flight, and the links, log entries and co
 are written in one short transaction as the batch lands. No transaction is ever held open across an
 HTTP call. A run killed at any moment leaves the watermark and delta link where they were, so the
 next run reads the same changes again, and email matching links what the killed run had created.
+
+Given a deadline, a run sends no further $batch once it has passed and raises `SliceEnded` after
+recording what landed; the next slice of the run reads and plans again, and the links make it skip
+what is already written.
 """
 
 from __future__ import annotations
@@ -19,14 +23,25 @@ from .planner import ActionKind, MassDeleteBlocked, Plan, plan
 from .reader import load_countries, read_outlook, read_plan_input
 
 
+class SliceEnded(Exception):
+    """The run's time for this slice is up; what it wrote is recorded, the rest is for the next one."""
+
+
 class SyncEngine:
     """One run for one user. `execute()` returns the plan it applied (or would apply, in preview)."""
 
     def __init__(
-        self, *, run: SyncRun, setup: ContactSyncSetup, client: GraphClient, mailbox: str, folder_id: str
+        self,
+        *,
+        run: SyncRun,
+        setup: ContactSyncSetup,
+        client: GraphClient,
+        mailbox: str,
+        folder_id: str,
+        deadline: float | None = None,
     ) -> None:
         """`folder_id` is the folder to read: the setup's, or what a Preview reads instead ("" before
-        the folder exists: an empty one)."""
+        the folder exists: an empty one). `deadline` (time.monotonic()): when to stop sending."""
         self.run = run
         self.setup = setup
         self.client = client
@@ -35,7 +50,12 @@ class SyncEngine:
         self.countries = load_countries()
         self.log = RunLog(run=run, setup=setup, requests_sent=lambda: client.requests_sent)
         self.outlook_writer = OutlookWriter(
-            setup=setup, client=client, mailbox=mailbox, countries=self.countries, log=self.log
+            setup=setup,
+            client=client,
+            mailbox=mailbox,
+            countries=self.countries,
+            log=self.log,
+            deadline=deadline,
         )
         self.bc_writer = BcWriter(setup=setup, log=self.log)
         self.delta_link = ""  # Outlook's sync point after this run, once execute() has read it
@@ -76,6 +96,9 @@ class SyncEngine:
         self.log.start_phase(RunPhase.WRITING_OUTLOOK, total=len(outlook_actions))
         self.bc_writer.take_outlook_fields([a for a in outlook_actions if a.kind == ActionKind.MERGE])
         self.outlook_writer.apply(outlook_actions)
+        if self.outlook_writer.stopped:
+            self.flush()
+            raise SliceEnded()
         self.log.start_phase(RunPhase.WRITING_BC, total=len(bc_actions))
         self.bc_writer.apply(bc_actions)
 

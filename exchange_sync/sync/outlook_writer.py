@@ -7,6 +7,7 @@ across an HTTP call.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,7 +109,11 @@ class OutlookWriter:
         mailbox: str,
         countries: Countries,
         log: RunLog,
+        deadline: float | None = None,
     ) -> None:
+        """`deadline` (time.monotonic()): when to send no further $batch, once one has landed (so that
+        every slice moves on). What was sent is recorded all the same; `stopped` then says that some
+        actions were not applied."""
         self.setup = setup
         self.client = client
         self.mailbox = mailbox
@@ -116,6 +121,9 @@ class OutlookWriter:
         self.countries = countries
         self.log = log
         self.pending_links = PendingLinks()
+        self.deadline = deadline
+        self.batches_landed = 0
+        self.stopped = False
 
     def refresh_change_keys(self, change_keys: dict[str, str]) -> None:
         """Links keep Outlook's current version, so a later write's If-Match is not refused."""
@@ -128,7 +136,13 @@ class OutlookWriter:
 
     def apply(self, actions: list[Action]) -> None:
         for window in chunks(actions, GRAPH_WINDOW):
+            if self.stop():
+                self.stopped = True
+                return
             self._apply_window(window)
+
+    def stop(self) -> bool:
+        return self.deadline is not None and self.batches_landed > 0 and time.monotonic() >= self.deadline
 
     def flush_links(self) -> None:
         """Write the link changes of the batches recorded so far."""
@@ -194,7 +208,10 @@ class OutlookWriter:
             self._request(request_id, action, record) for request_id, (action, record) in by_request.items()
         ]
         gone: list[tuple[Action, dict[str, str]]] = []
-        for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests):
+        unsent = set(by_request)
+        for results in self.client.batch_iter(mailbox=self.mailbox, requests=requests, stop=self.stop):
+            unsent.difference_update(result.id for result in results)
+            self.batches_landed += 1
             with transaction.atomic():
                 landed = [intents[result.id] for result in results if result.id in intents]
                 if landed:
@@ -213,6 +230,11 @@ class OutlookWriter:
                 self.log.advance(len(results))
                 self.log.flush()
             _raise_run_stopping_error(results)
+        if unsent:
+            # Never sent: nothing of Outlook's was replaced. A create's link stays "creating", so the
+            # next slice finds no copy by its email and creates the contact.
+            self.stopped = True
+            ActivityLog.objects.filter(pk__in=[intents[rid] for rid in unsent if rid in intents]).delete()
         return gone
 
     def _record_create_intents(self, by_request: Requests, contacts: dict[int, Contact]) -> Requests:

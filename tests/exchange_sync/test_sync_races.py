@@ -117,8 +117,8 @@ def stop_after_graph_answers(monkeypatch) -> None:
     """The next $batch is sent and applied by Outlook, then the run stops before recording it."""
     original = GraphClient.batch_iter
 
-    def apply_then_stop(self, *, mailbox, requests):
-        for _ in original(self, mailbox=mailbox, requests=requests):
+    def apply_then_stop(self, *, mailbox, requests, **options):
+        for _ in original(self, mailbox=mailbox, requests=requests, **options):
             monkeypatch.setattr(GraphClient, "batch_iter", original)
             raise Stopped
 

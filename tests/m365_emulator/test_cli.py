@@ -67,6 +67,8 @@ def test_parsed_flags_are_config_fields_as_they_are():
     assert config.mailbox_passwords == {"a@b.test": "one", "c@d.test": "t=wo"}
     assert (config.grant, config.redirect_uris, config.client_certificates) == ("both", [], [])
     assert vars(build_parser().parse_args([]))["mailbox_passwords"] == {}
+
+
 def test_notification_knobs_are_flags_in_help():
     from m365_emulator.__main__ import build_parser
 

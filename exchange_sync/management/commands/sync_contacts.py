@@ -31,7 +31,7 @@ class Command(BaseCommand):
             )
         except (contact_sync.SyncRefused, contact_sync.SetupIncomplete) as exc:
             raise CommandError(str(exc)) from exc
-        run = contact_sync.run_contact_sync(run_id=run.pk)
+        run = contact_sync.run_contact_sync_to_end(run_id=run.pk)
         self.stdout.write(run.summary_line())
         if run.status != RunStatus.SUCCEEDED:
             raise CommandError(f"Run {run.pk} failed: {run.error}")
