@@ -201,6 +201,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@local
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Where people open the admin; the links in alert emails start with it.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Live updates: the address Microsoft 365 POSTs change notifications to (https; plain http only for
+# 127.0.0.1/localhost, which the local emulator accepts). Empty: live updates off, polling only.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
+# A live run that ends while changes still arrive waits until none came for SETTLE seconds (at most
+# SETTLE_MAX) before its one trailing run, so a burst of edits costs each user two runs.
+LIVE_SYNC_SETTLE_SECONDS = env.float("LIVE_SYNC_SETTLE_SECONDS", default=5.0)
+LIVE_SYNC_SETTLE_MAX_SECONDS = env.float("LIVE_SYNC_SETTLE_MAX_SECONDS", default=60.0)
 
 # Contacts import and export: importing creates contacts, so it needs "Can add contact" (administrators;
 # the Salesperson group has view and change only); exporting needs "Can view contact".

@@ -27,6 +27,7 @@ class SyncTrigger(models.TextChoices):
     ADMIN_ACTION = "admin_action", "Admin action"
     JOB_QUEUE = "job_queue", "Job queue"
     COMMAND = "command", "Command"
+    LIVE = "live", "Live update"
 
 
 class RunStatus(models.TextChoices):

@@ -188,6 +188,10 @@ class ContactSyncSetup(models.Model):
         "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Live updates coalesce here: each request stamps sync_requested_at; only the request that sets
+    # sync_pending_at queues a run, and a run that ends finds any request made after it started.
+    sync_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sync_pending_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ContactSyncSetupManager()
 
