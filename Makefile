@@ -6,7 +6,7 @@ STAMP := $(VENV)/.requirements-installed
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv run test test-fast lint bench clean
+.PHONY: venv run test test-fast lint bench bench-live clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ lint: venv
 
 bench: venv
 	$(PY) manage.py bench_sync $(BENCH_ARGS)
+
+bench-live: venv
+	$(PY) manage.py bench_live $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -84,10 +84,12 @@ DATABASES = {"default": env.db_url_config(database_url)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One writer at a time: take the write lock at BEGIN and wait for it, instead of failing with
     # "database is locked" when a read transaction upgrades (Django's default is DEFERRED).
+    # WAL lets readers go on while one process writes; bcsync_site.sqlite3 turns it on once per file.
+    DATABASES["default"]["ENGINE"] = "bcsync_site.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA synchronous=NORMAL;",
     }
     # A file, not :memory:, so tests see the same locking as the app and other processes can open it;
     # one per test process, so concurrent test runs never share it.
@@ -201,6 +203,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bcsync <bcsync@local
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Where people open the admin; the links in alert emails start with it.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Live updates: the address Microsoft 365 POSTs change notifications to (https; plain http only for
+# 127.0.0.1/localhost, which the local emulator accepts). Empty: live updates off, polling only.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
+# A live run that ends while changes still arrive waits until none came for SETTLE seconds (at most
+# SETTLE_MAX) before its one trailing run, so a burst of edits costs each user two runs.
+LIVE_SYNC_SETTLE_SECONDS = env.float("LIVE_SYNC_SETTLE_SECONDS", default=5.0)
+LIVE_SYNC_SETTLE_MAX_SECONDS = env.float("LIVE_SYNC_SETTLE_MAX_SECONDS", default=60.0)
 
 # Contacts import and export: importing creates contacts, so it needs "Can add contact" (administrators;
 # the Salesperson group has view and change only); exporting needs "Can view contact".

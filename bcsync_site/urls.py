@@ -10,4 +10,5 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("health/", include("health.urls")),  # for load balancers: no sign-in, no details
+    path("graph/", include("exchange_sync.urls")),  # Microsoft Graph's notifications: no sign-in
 ]

@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import changes
 from .text import storable_text
 
 CONTACT_SERIES = "CONT"
@@ -85,12 +86,25 @@ class ContactType(models.TextChoices):
 
 class ContactQuerySet(models.QuerySet["Contact"]):
     """Every bulk path the application uses stamps last_modified, as Business Central's OnModify
-    does, so a Sync never misses a change made in bulk."""
+    does, so a Sync never misses a change made in bulk, and announces the contacts it wrote (signals
+    do not fire for these)."""
 
     def update(self, **kwargs: Any) -> int:
         kwargs = {key: storable_text(v) if isinstance(v, str) else v for key, v in kwargs.items()}
         kwargs.setdefault("last_modified", timezone.now())
-        return super().update(**kwargs)
+        with transaction.atomic(using=self.db):
+            # Read first: the UPDATE may move the rows out of this queryset's own filter.
+            pairs = list(self.values_list("pk", "no"))
+            updated = super().update(**kwargs)
+        changes.announce(pairs=pairs, using=self.db)
+        return updated
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        with transaction.atomic(using=self.db):
+            pairs = list(self.values_list("pk", "no"))
+            deleted = super().delete()
+        changes.announce(pairs=pairs, using=self.db)
+        return deleted
 
     def bulk_update(
         self, objs: Iterable[Contact], fields: Sequence[str], batch_size: int | None = None
@@ -101,6 +115,7 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             obj.apply_derived_fields()
             obj.last_modified = now
         fields = list(dict.fromkeys([*fields, "name", "search_email", "company_name", "last_modified"]))
+        # Django writes each batch through this queryset's update(), which announces the rows.
         return super().bulk_update(objs, fields, batch_size=batch_size)
 
     def bulk_create(self, objs: Iterable[Contact], *args: Any, **kwargs: Any) -> list[Contact]:
@@ -111,7 +126,9 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             obj.no = obj.no or next(numbers)
             obj.apply_derived_fields()
             obj.last_modified = now
-        return super().bulk_create(objs, *args, **kwargs)
+        created = super().bulk_create(objs, *args, **kwargs)
+        changes.announce(pairs=((obj.pk, obj.no) for obj in created), using=self.db)
+        return created
 
     def persons(self) -> ContactQuerySet:
         return self.filter(type=ContactType.PERSON)
@@ -194,6 +211,14 @@ class Contact(models.Model):
             if name_changed:
                 # Company Name follows the company, as in Business Central.
                 self.persons.exclude(company_name=self.name).update(company_name=self.name)
+        # Outside the atomic block: the caller's savepoint holds the announcement (contacts.changes).
+        changes.announce(pairs=[(self.pk, self.no)], using=kwargs.get("using") or self._state.db)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        pair = (self.pk, self.no)
+        deleted = super().delete(*args, **kwargs)
+        changes.announce(pairs=[pair], using=kwargs.get("using") or self._state.db)
+        return deleted
 
     def apply_derived_fields(self) -> None:
         """Fields Business Central computes: Name for a person, Search E-Mail, Company Name. Every

@@ -25,6 +25,8 @@ RANKS = {
     "exchange_sync.tasks": 4,
     "exchange_sync.management": 4,
     "exchange_sync.forms": 4,
+    "exchange_sync.views": 4,
+    "exchange_sync.urls": 4,
 }
 UNLAYERED = ("exchange_sync.apps", "exchange_sync.migrations")
 BCSYNC = ("bcsync_site", "contacts", "exchange_sync", "health", "harness")

@@ -26,7 +26,7 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from ..services import contact_sync, health, job_queue, m365_connections
+from ..services import contact_sync, health, job_queue, live_updates, m365_connections
 from ..sync.filters import describe_filter
 from .ownership import OwnedByUserAdmin, changeable_object, post_only_object
 
@@ -241,6 +241,23 @@ class ExchangeSyncSetupAdmin(SetupAdmin):
         return self._own_page(request)
 
 
+class LiveUpdatesFilter(admin.SimpleListFilter):
+    """Which users Microsoft 365 notifies, and which it does not (no working subscription)."""
+
+    title = "live updates"
+    parameter_name = "live"
+
+    def lookups(self, request: HttpRequest, model_admin):
+        return [("on", "On"), ("none", "None")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet):
+        if self.value() == "none":
+            return queryset.filter(live_updates.users_without_live_updates())
+        if self.value() == "on":
+            return queryset.exclude(live_updates.users_without_live_updates())
+        return queryset
+
+
 # The sync buttons of the Contact Sync Setup page: URL slug -> mode (the mode's label is the button's).
 SYNC_BUTTONS = {
     "sync": SyncMode.SYNC,
@@ -261,9 +278,11 @@ class ContactSyncSetupAdmin(SetupAdmin):
         "filter_description",
         "last_sync_at",
         "background_sync",
+        "live_updates",
         "active_run",
     )
     list_select_related = ("user", "active_run")
+    list_filter = (LiveUpdatesFilter,)
     fieldsets = (
         (
             None,
@@ -308,6 +327,10 @@ class ContactSyncSetupAdmin(SetupAdmin):
             exchange and job_queue.describe_backoff(setup=exchange)
         ) or "None: background passes sync this user."
 
+    @admin.display(description="Live updates", boolean=True)
+    def live_updates(self, obj: ContactSyncSetup) -> bool:
+        return live_updates.status_of(user=obj.user)["on"]
+
     def own_object(self, request: HttpRequest) -> ContactSyncSetup:
         _, setup = contact_sync.setups_for(user=request.user)
         return setup
@@ -343,6 +366,7 @@ class ContactSyncSetupAdmin(SetupAdmin):
                 else "",
             }
             context["health_rows"] = [health.health_row(user=obj.user)]
+            context["live_updates"] = live_updates.status_of(user=obj.user)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request: HttpRequest, obj: ContactSyncSetup, form, change: bool) -> None:

@@ -31,6 +31,7 @@ from .client import (
     contact_create_request,
     contact_delete_request,
     contact_update_request,
+    folder_resource,
 )
 from .errors import (
     DELEGATED_ACCESS_DENIED_HINT,
@@ -89,6 +90,7 @@ __all__ = [
     "contact_delete_request",
     "contact_update_request",
     "finish_sign_in",
+    "folder_resource",
     "graph_client_from_settings",
     "graph_session",
     "reset_graph_client_cache",

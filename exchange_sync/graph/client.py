@@ -8,6 +8,7 @@ them: at most ``max_in_flight`` requests in flight per mailbox, each request (ea
 raise the typed errors of `exchange_sync.graph.errors`; inside ``$batch`` they are returned per item.
 """
 
+import contextlib
 import logging
 import random
 import threading
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -105,6 +107,15 @@ def contacts_path(mailbox: str, folder_id: str) -> str:
 
 def contact_path(mailbox: str, folder_id: str, contact_id: str) -> str:
     return f"{contacts_path(mailbox, folder_id)}/{_segment(contact_id)}"
+
+
+def folder_resource(mailbox: str, folder_id: str) -> str:
+    """The resource a subscription on the folder's contacts names (no leading slash, as Graph shows it)."""
+    return contacts_path(mailbox, folder_id).lstrip("/")
+
+
+def _graph_datetime(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def contact_create_request(*, id: str, mailbox: str, folder_id: str, contact: dict[str, Any]) -> BatchRequest:
@@ -319,6 +330,59 @@ class GraphClient:
     def delete_contact(self, *, mailbox: str, folder_id: str, contact_id: str) -> None:
         """Delete the contact; raises `ItemNotFound` if it was already gone."""
         self._call("DELETE", contact_path(mailbox, folder_id, contact_id), mailbox=mailbox)
+
+    # --- change notifications --------------------------------------------------------------------
+
+    def create_subscription(
+        self,
+        *,
+        mailbox: str,
+        resource: str,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> dict[str, Any]:
+        """Subscribe to created, updated and deleted contacts of `resource` (see `folder_resource`).
+        Graph first POSTs a validation request to both URLs and answers 400 if one does not echo it."""
+        return self._call(
+            "POST",
+            "/subscriptions",
+            mailbox=mailbox,
+            json={
+                "changeType": "created,updated,deleted",
+                "resource": resource,
+                "notificationUrl": notification_url,
+                "lifecycleNotificationUrl": lifecycle_url,
+                "clientState": client_state,
+                "expirationDateTime": _graph_datetime(expires_at),
+            },
+        )
+
+    def renew_subscription(
+        self, *, mailbox: str, subscription_id: str, expires_at: datetime
+    ) -> dict[str, Any]:
+        """Move the expiry; raises `ItemNotFound` when Graph has already removed the subscription."""
+        return self._call(
+            "PATCH",
+            f"/subscriptions/{_segment(subscription_id)}",
+            mailbox=mailbox,
+            json={"expirationDateTime": _graph_datetime(expires_at)},
+        )
+
+    def reauthorize_subscription(self, *, mailbox: str, subscription_id: str) -> None:
+        self._call("POST", f"/subscriptions/{_segment(subscription_id)}/reauthorize", mailbox=mailbox)
+
+    def delete_subscription(self, *, mailbox: str, subscription_id: str) -> None:
+        """Delete the subscription; one Graph has already removed is gone all the same."""
+        with contextlib.suppress(ItemNotFound):
+            self._call("DELETE", f"/subscriptions/{_segment(subscription_id)}", mailbox=mailbox)
+
+    def list_subscriptions(self, *, mailbox: str) -> list[dict[str, Any]]:
+        """This app's subscriptions (Graph leaves their clientState out)."""
+        return [
+            item for page in self._pages("/subscriptions", mailbox=mailbox) for item in page.get("value", [])
+        ]
 
     def delta(
         self,

@@ -1,6 +1,6 @@
 """Microsoft 365 sync state per user, after Business Central's pages and tables, one module per
 family: setups (User Card, Exchange Sync Setup 6700, Contact Sync Setup, links), runs (Sync Runs,
-Activity Log 710, incidents) and job_queue (Job Queue Entry 472)."""
+Activity Log 710, incidents), job_queue (Job Queue Entry 472) and live (Graph subscriptions)."""
 
 from .budget import MailboxBudget
 from .connections import M365Connection, M365ConnectionStatus
@@ -14,6 +14,7 @@ from .job_queue import (
     PassOutcome,
     PassUser,
 )
+from .live import GraphSubscription, SubscriptionStatus, UnconfirmedChange
 from .runs import (
     ActivityLog,
     ActivityLogQuerySet,
@@ -57,6 +58,7 @@ __all__ = [
     "Direction",
     "ExchangeSyncSetup",
     "ExistingFolderPolicy",
+    "GraphSubscription",
     "IncidentKind",
     "JobQueueEntry",
     "JobQueueLogEntry",
@@ -72,11 +74,13 @@ __all__ = [
     "PassUser",
     "RunPhase",
     "RunStatus",
+    "SubscriptionStatus",
     "SyncHealth",
     "SyncIncident",
     "SyncMode",
     "SyncRun",
     "SyncTrigger",
+    "UnconfirmedChange",
     "UserCard",
     "validate_folder_name",
 ]

@@ -27,6 +27,7 @@ class SyncTrigger(models.TextChoices):
     ADMIN_ACTION = "admin_action", "Admin action"
     JOB_QUEUE = "job_queue", "Job queue"
     COMMAND = "command", "Command"
+    LIVE = "live", "Live update"
 
 
 class RunStatus(models.TextChoices):
@@ -73,7 +74,11 @@ class SyncRun(models.Model):
 
     class Meta:
         ordering = ["-queued_at", "-id"]
-        indexes = [models.Index(fields=["user", "-queued_at"], name="syncrun_user_recent_idx")]
+        indexes = [
+            models.Index(fields=["user", "-queued_at"], name="syncrun_user_recent_idx"),
+            # A user's last successful run and the failures since (Sync health, alerts).
+            models.Index(fields=["user", "status", "-finished_at"], name="syncrun_user_status_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()} #{self.pk} ({self.get_status_display()})"

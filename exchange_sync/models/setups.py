@@ -187,10 +187,18 @@ class ContactSyncSetup(models.Model):
         help_text="Start of the last successful run: Business Central edits after it go in the next Sync.",
     )
     delta_link = models.TextField(blank=True, editable=False)
+    # The settings a Sync depends on (filter, folder, policies) as of the end of the last successful run
+    # that left nothing to try again; "" otherwise. While they are unchanged, a Sync that finds no
+    # change on either side has nothing to do and reads no links (see sync.engine).
+    settled_key = models.CharField(max_length=64, blank=True, editable=False)
     active_run = models.ForeignKey(
         "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Live updates coalesce here: each request stamps sync_requested_at; only the request that sets
+    # sync_pending_at queues a run, and a run that ends finds any request made after it started.
+    sync_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sync_pending_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ContactSyncSetupManager()
 
@@ -242,6 +250,11 @@ class ContactLink(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["setup", "graph_id"], name="link_unique_graph_id"),
             models.UniqueConstraint(fields=["setup", "contact"], name="link_unique_contact"),
+        ]
+        # A Sync asks whether the user has links to send again, and reads their imported contacts.
+        indexes = [
+            models.Index(fields=["setup", "pending"], name="link_setup_pending_idx"),
+            models.Index(fields=["setup", "imported"], name="link_setup_imported_idx"),
         ]
 
     def __str__(self) -> str:

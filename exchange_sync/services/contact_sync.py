@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models, transaction
+from django.db.models import Q
 from django.db.models.functions import Coalesce
+from django.dispatch import Signal
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -27,6 +30,7 @@ from ..models import (
     SyncMode,
     SyncRun,
     SyncTrigger,
+    UnconfirmedChange,
     UserCard,
 )
 from ..sync.engine import SliceEnded, SyncEngine
@@ -36,6 +40,9 @@ from . import alerts, m365_connections, mailbox_budget, sync_folder
 from .sync_folder import FolderStep
 
 logger = logging.getLogger(__name__)
+
+# Sent with `run` when a run has ended (released its claim), whatever its outcome.
+run_finished = Signal()
 
 UNEXPECTED_ERROR = "Unexpected error ({name}); the details are in the server log."
 
@@ -180,6 +187,83 @@ def request_contact_sync(
     return run
 
 
+def request_coalesced_sync(*, user_id: int, trigger: str = SyncTrigger.LIVE) -> SyncRun | None:
+    """A Sync asked for by a change (live updates), coalesced: however many changes ask, a user has
+    at most one run queued or running plus one trailing run. Each request stamps sync_requested_at;
+    only the request that sets sync_pending_at queues a run (taken over when it went stale with a
+    worker that died), and a run finds at its end any request made after it started.
+    Returns the run queued, if this request queued one."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    setups = ContactSyncSetup.objects.filter(user_id=user_id)
+    if not setups.update(sync_requested_at=now):
+        ContactSyncSetup.objects.get_or_create(user_id=user_id, defaults={"sync_requested_at": now})
+    free = Q(sync_pending_at__isnull=True) | Q(sync_pending_at__lt=stale_before)
+    if not setups.filter(free).update(sync_pending_at=now):
+        return None
+    user = get_user_model().objects.get(pk=user_id)
+    try:
+        return request_contact_sync(user=user, mode=SyncMode.SYNC, trigger=trigger)
+    except SyncRefused:
+        return None  # the run holding the claim finds this request when it ends
+    except SetupIncomplete:
+        setups.update(sync_pending_at=None)
+        return None
+
+
+def _queue_trailing_run(run: SyncRun) -> None:
+    """The end of a run: a change that asked for a Sync after the run started gets one more run. After
+    a live run, changes still arriving (a burst of edits) are waited out first, briefly, so that one
+    trailing run takes them all; the pending stamp keeps other requests from queueing meanwhile."""
+    setups = ContactSyncSetup.objects.filter(user_id=run.user_id)
+    if confirm_outlook_changes(user_id=run.user_id):
+        setups.update(sync_requested_at=timezone.now())
+
+    def requested_since_start() -> bool:
+        requested = setups.values_list("sync_requested_at", flat=True).first()
+        return bool(requested and run.started_at and requested > run.started_at)
+
+    if run.trigger == SyncTrigger.LIVE and requested_since_start():
+        _wait_until_quiet(setups)
+    setups.update(sync_pending_at=None)
+    if requested_since_start():
+        request_coalesced_sync(user_id=run.user_id)
+
+
+def run_is_writing(*, user_id: int) -> bool:
+    """A run of the user is running and alive (its heartbeat not stale)."""
+    stale_before = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_STALE_SECONDS)
+    return SyncRun.objects.filter(
+        user_id=user_id, status=RunStatus.RUNNING, heartbeat_at__gte=stale_before
+    ).exists()
+
+
+def confirm_outlook_changes(*, user_id: int) -> bool:
+    """Settle the user's unconfirmed Outlook changes: those whose version is not the one a link now
+    holds (not the echo of bcsync's own write) were real edits. All are forgotten; True if any was
+    real."""
+    rows = list(UnconfirmedChange.objects.filter(user_id=user_id))
+    if not rows:
+        return False
+    ours = set(
+        ContactLink.objects.filter(
+            setup__user_id=user_id, graph_id__in=[r.graph_id for r in rows]
+        ).values_list("graph_id", "change_key")
+    )
+    UnconfirmedChange.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    return any(not r.change_key or (r.graph_id, r.change_key) not in ours for r in rows)
+
+
+def _wait_until_quiet(setups) -> None:
+    settle = timedelta(seconds=settings.LIVE_SYNC_SETTLE_SECONDS)
+    deadline = timezone.now() + timedelta(seconds=settings.LIVE_SYNC_SETTLE_MAX_SECONDS)
+    while (now := timezone.now()) < deadline:
+        requested = setups.values_list("sync_requested_at", flat=True).first()
+        if requested is None or now - requested >= settle:
+            return
+        time.sleep(min((requested + settle - now).total_seconds(), (deadline - now).total_seconds()))
+
+
 def _enqueue(run: SyncRun, *, slice_no: int = 1) -> None:
     # django-q2 has no priorities: a run a person asked for (and its later slices) goes to the
     # interactive cluster, whose workers never hold a pass's user runs, so it never waits behind a pass.
@@ -254,7 +338,10 @@ def run_contact_sync(*, run_id: int, slice_no: int = 1, queue_next: bool = True)
         with transaction.atomic():
             if run.mode != SyncMode.PREVIEW:
                 ContactSyncSetup.objects.filter(pk=setup.pk, active_run=run).update(
-                    watermark=run.started_at, delta_link=engine.delta_link, last_sync_at=finished
+                    watermark=run.started_at,
+                    delta_link=engine.delta_link,
+                    last_sync_at=finished,
+                    settled_key=engine.settled_key(),
                 )
             SyncRun.objects.filter(pk=run.pk).update(
                 status=RunStatus.SUCCEEDED,
@@ -277,6 +364,8 @@ def run_contact_sync(*, run_id: int, slice_no: int = 1, queue_next: bool = True)
     if continues:
         return run
     alerts.note_run_finished(run=run)
+    _queue_trailing_run(run)
+    run_finished.send(sender=SyncRun, run=run)
     return run
 
 

@@ -49,7 +49,7 @@ from ..models import (
     SyncTrigger,
     UserCard,
 )
-from . import alerts, contact_sync
+from . import alerts, contact_sync, live_updates
 
 logger = logging.getLogger(__name__)
 
@@ -580,4 +580,13 @@ def set_background_sync(*, user: AbstractBaseUser, enabled: bool) -> ExchangeSyn
         setup.enabled = enabled
         if enabled:
             ensure_contact_sync_entry(user=user)
+        # Live updates follow: subscribed (or unsubscribed) by a worker once this is committed.
+        transaction.on_commit(lambda: live_updates.subscribe_soon(user_id=user.pk))
     return setup
+
+
+def start_background_sync_locally(*, user: AbstractBaseUser) -> None:
+    """Background synchronization on for the local admin of `make run`, before the local emulator is
+    up to validate: its first run creates the folder, after which live updates subscribe."""
+    ExchangeSyncSetup.objects.update_or_create(user=user, defaults={"enabled": True})
+    ensure_contact_sync_entry(user=user)

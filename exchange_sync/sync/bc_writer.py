@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from contacts.changes import written_by
 from contacts.models import Contact, ContactType, normalize_email, phone_validator
 from exchange_sync.models import ContactLink, ContactSyncSetup, Direction, Outcome
 
@@ -53,8 +54,10 @@ class BcWriter:
         self.kept_imported: frozenset[int] = frozenset()  # in scope only as imported from this folder
 
     def apply(self, actions: list[Action]) -> None:
-        for chunk in chunks(actions, DB_CHUNK):
-            self._apply_chunk(chunk)
+        # Announced as this user's own writes: live updates do not sync them back to this user.
+        with written_by(self.setup.user_id):
+            for chunk in chunks(actions, DB_CHUNK):
+                self._apply_chunk(chunk)
 
     def take_outlook_fields(self, merges: list[Action]) -> None:
         """The Business Central half of merges, before Business Central's values go to Outlook: the
@@ -62,13 +65,14 @@ class BcWriter:
         Central's values win, and what they overwrite in Outlook is logged as they are sent). The
         links keep their last-synced records until Outlook has the merged values, so a run stopped
         in between merges again."""
-        for chunk in chunks(merges, DB_CHUNK):
-            companies = self._companies_for(chunk)
-            with transaction.atomic():
-                contacts = Contact.objects.select_for_update().in_bulk([a.contact_id for a in chunk])
-                for action in chunk:
-                    self._write_from_outlook(action, contacts.get(action.contact_id), companies)
-                self.log.flush()
+        with written_by(self.setup.user_id):
+            for chunk in chunks(merges, DB_CHUNK):
+                companies = self._companies_for(chunk)
+                with transaction.atomic():
+                    contacts = Contact.objects.select_for_update().in_bulk([a.contact_id for a in chunk])
+                    for action in chunk:
+                        self._write_from_outlook(action, contacts.get(action.contact_id), companies)
+                    self.log.flush()
 
     def _take_fields(
         self, action: Action, contact: Contact | None, companies: dict[str, list[Contact]]

@@ -9,6 +9,11 @@ next run reads the same changes again, and email matching links what the killed 
 Given a deadline, a run sends no further $batch once it has passed and raises `SliceEnded` after
 recording what landed; the next slice of the run reads and plans again, and the links make it skip
 what is already written.
+
+A Sync that finds nothing changed on either side since a run that left nothing to try again stops
+after reading Outlook, without reading the links or the scope (`reader.nothing_to_sync`): its cost
+does not grow with the folder. A run that writes first clears the setup's `settled_key`, so one stopped
+half-way (or ended by its slice's deadline) never lets the next Sync take that shortcut.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from .activity_log import RunLog
 from .bc_writer import BcWriter
 from .outlook_writer import OUTLOOK_KINDS, OutlookWriter
 from .planner import ActionKind, MassDeleteBlocked, Plan, plan
-from .reader import load_countries, read_outlook, read_plan_input
+from .reader import load_countries, nothing_to_sync, read_outlook, read_plan_input, settings_key
 
 
 class SliceEnded(Exception):
@@ -71,6 +76,9 @@ class SyncEngine:
             log=self.log,
             from_scratch=full or not self.setup.delta_link,
         )
+        if self.run.mode == SyncMode.SYNC and nothing_to_sync(setup=self.setup, outlook=outlook):
+            self.delta_link = outlook.delta_link
+            return Plan(actions=[], folder_size=0)
         self.log.start_phase(RunPhase.PLANNING)
         plan_input, self.log.deleted_nos = read_plan_input(
             setup=self.setup, run=self.run, outlook=outlook, full=full or outlook.whole_folder
@@ -82,6 +90,8 @@ class SyncEngine:
         elif the_plan.blocked:
             raise MassDeleteBlocked(the_plan.blocked)
         else:
+            if the_plan.actions:
+                ContactSyncSetup.objects.filter(pk=self.setup.pk).update(settled_key="")
             self.outlook_writer.refresh_change_keys(outlook.change_keys)
             self.apply(the_plan)
             self.flush()  # what reading logged (an expired delta link) when the plan had nothing to write
@@ -106,6 +116,13 @@ class SyncEngine:
         """Write the link changes, log entries and counts so far, and prove the run is alive (heartbeat)."""
         self.outlook_writer.flush_links()
         self.log.flush()
+
+    def settled_key(self) -> str:
+        """What the setup's `settled_key` becomes when this run succeeds: its settings' fingerprint if
+        nothing failed or was skipped (a skip may recur, as a contact sharing a synced email does)."""
+        if self.log.tally["failed"] or self.log.tally["skipped"]:
+            return ""
+        return settings_key(setup=self.setup)
 
     def counts(self) -> dict[str, int]:
         return self.log.counts()

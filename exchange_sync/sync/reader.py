@@ -3,6 +3,8 @@ links and email matches. Nothing here writes, except the log entry of an expired
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +22,8 @@ from .mapping import Countries, OutlookContact, bc_record, outlook_contact, reco
 from .planner import Action, BcContact, BcMatch, LinkState, PlanInput
 
 DELTA_PAGE_SIZE = 1000
+# Past this many Business Central contacts modified since the watermark, a Sync reads as usual.
+QUIET_CHANGES_LIMIT = 500
 
 
 def scope_queryset(setup: ContactSyncSetup) -> QuerySet[Contact]:
@@ -64,17 +68,18 @@ def read_outlook(
     from_scratch: bool,
 ) -> OutlookRead:
     """What changed in the folder (everything, `from_scratch`); nothing when `folder_id` is ""."""
-    links = {
-        graph_id: (m365_hash, change_key)
-        for graph_id, m365_hash, change_key in ContactLink.objects.filter(setup=setup).values_list(
-            "graph_id", "m365_hash", "change_key"
-        )
+    where = {
+        "client": client,
+        "setup": setup,
+        "mailbox": mailbox,
+        "folder_id": folder_id,
+        "countries": countries,
+        "log": log,
     }
-    where = {"client": client, "mailbox": mailbox, "folder_id": folder_id, "countries": countries, "log": log}
     # Reading the whole folder, its links say about how many contacts come; a delta does not know.
-    log.start_phase(RunPhase.READING_OUTLOOK, total=len(links) if from_scratch else 0)
+    log.start_phase(RunPhase.READING_OUTLOOK, total=_link_count(setup) if from_scratch else 0)
     try:
-        return _read_delta(**where, delta_link=None if from_scratch else setup.delta_link, links=links)
+        return _read_delta(**where, delta_link=None if from_scratch else setup.delta_link)
     except SyncStateExpired:
         log.add(
             action="Read Outlook changes",
@@ -82,18 +87,22 @@ def read_outlook(
             message="Microsoft 365 no longer knows the last sync point (the delta link expired); "
             "the whole folder was compared instead.",
         )
-        log.start_phase(RunPhase.READING_OUTLOOK, total=len(links))
-        return _read_delta(**where, delta_link=None, links=links)
+        log.start_phase(RunPhase.READING_OUTLOOK, total=_link_count(setup))
+        return _read_delta(**where, delta_link=None)
+
+
+def _link_count(setup: ContactSyncSetup) -> int:
+    return ContactLink.objects.filter(setup=setup).count()
 
 
 def _read_delta(
     *,
     client: GraphClient,
+    setup: ContactSyncSetup,
     mailbox: str,
     folder_id: str,
     countries: Countries,
     delta_link: str | None,
-    links: dict[str, tuple[str, str]],
     log: RunLog,
 ) -> OutlookRead:
     read = OutlookRead(whole_folder=delta_link is None)
@@ -102,8 +111,18 @@ def _read_delta(
     for page in client.delta(
         mailbox=mailbox, folder_id=folder_id, delta_link=delta_link, page_size=DELTA_PAGE_SIZE
     ):
-        for item in page.changed:
-            contact = outlook_contact(item, countries)
+        contacts = [outlook_contact(item, countries) for item in page.changed]
+        # Only the links of this page's contacts are read: an empty page reads none, whatever the folder.
+        links = {
+            graph_id: (m365_hash, change_key)
+            for graph_id, m365_hash, change_key in in_chunks(
+                [contact.graph_id for contact in contacts],
+                lambda ids: ContactLink.objects.filter(setup=setup, graph_id__in=ids).values_list(
+                    "graph_id", "m365_hash", "change_key"
+                ),
+            )
+        }
+        for contact in contacts:
             read.seen.add(contact.graph_id)
             read.removed.discard(contact.graph_id)
             # Unchanged linked contacts are not kept: a 100k-contact folder stays small in memory.
@@ -124,6 +143,50 @@ def _read_delta(
         log.advance(len(page.changed) + len(page.removed_ids))
         log.flush()
     return read
+
+
+def settings_key(*, setup: ContactSyncSetup) -> str:
+    """A fingerprint of the setup's settings that decide what a Sync does: filter, folder, policies."""
+    settings = [
+        setup.contact_filter,
+        setup.out_of_scope_policy,
+        setup.existing_folder_policy,
+        setup.folder_name,
+        setup.folder_id,
+        setup.folder_mailbox,
+    ]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def nothing_to_sync(*, setup: ContactSyncSetup, outlook: OutlookRead) -> bool:
+    """Whether a Sync after this read of Outlook would plan nothing, asked in a few indexed queries
+    that read no more rows when the folder grows: it would plan nothing when Outlook reported no
+    change, the last run left nothing to try again under the same settings (`settled_key`), no link
+    waits for a retry (pending: a failed write, a create not yet answered, a match not yet sent) or
+    points at a contact deleted in Business Central, and no Business Central contact that is, or may
+    be, in scope or linked was modified since the watermark (saving a company renames its persons'
+    Company Name through a stamped update, so they count as modified)."""
+    if outlook.whole_folder or outlook.seen or outlook.removed:
+        return False
+    if setup.watermark is None or not setup.settled_key or setup.settled_key != settings_key(setup=setup):
+        return False
+    links = ContactLink.objects.filter(setup=setup)
+    if links.filter(pending=True).exists() or links.filter(contact__isnull=True).exists():
+        return False
+    changed = list(
+        Contact.objects.filter(last_modified__gte=setup.watermark)
+        .order_by()
+        .values_list("id", flat=True)[: QUIET_CHANGES_LIMIT + 1]
+    )
+    if len(changed) > QUIET_CHANGES_LIMIT:
+        return False
+    # The filter alone, not scope_queryset(): the contacts in scope only as imports are linked.
+    selected = (
+        Contact.objects.filter(id__in=changed, type=ContactType.PERSON, privacy_blocked=False)
+        .exclude(email="")
+        .filter(compile_filter(filters=setup.contact_filter))
+    )
+    return not changed or not (selected.exists() or links.filter(contact_id__in=changed).exists())
 
 
 def read_plan_input(

@@ -1,4 +1,5 @@
-"""Create the local superuser on first start and print its generated password once."""
+"""Create the local superuser on first start and print its generated password once. Its background
+synchronization starts on, so `make run` has live updates out of the box."""
 
 import secrets
 
@@ -7,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from bcsync_site.local_env import DEMO_MAILBOX_DOMAIN
 from exchange_sync.models import UserCard
+from exchange_sync.services import job_queue
 
 
 class Command(BaseCommand):
@@ -24,6 +26,7 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         user = User.objects.create_superuser(username=username, email=m365_email, password=password)
         UserCard.objects.create(user=user, microsoft_365_email=m365_email)
+        job_queue.start_background_sync_locally(user=user)
         bar = "=" * 64
         self.stdout.write(
             f"{bar}\n  Admin:    http://127.0.0.1:8000/admin/\n  Username: {username}\n"
