@@ -32,8 +32,10 @@ def test_a_two_worker_cluster_syncing_while_the_web_process_writes_never_finds_t
         M365_TENANT_ID=settings.M365_TENANT_ID,
         M365_CLIENT_ID=settings.M365_CLIENT_ID,
         M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
-        Q_WORKERS="2",
         Q_SYNC="false",
+        # The buttons' runs go to make run's interactive cluster.
+        Q_CLUSTER_NAME="interactive",
+        Q_INTERACTIVE_WORKERS="2",
     )
     PersonFactory.create_batch(200)
     users = []
