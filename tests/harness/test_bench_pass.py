@@ -19,7 +19,7 @@ def scratch_database_url() -> str:
     """A PostgreSQL database beside the test database when the tests run on PostgreSQL (the command
     creates and drops it); else "" for the command's scratch SQLite file."""
     db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         return ""
     server = f"{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
     return f"postgres://{server}/{db['NAME']}_bench"
