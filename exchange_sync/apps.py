@@ -9,7 +9,7 @@ class ExchangeSyncConfig(AppConfig):
     def ready(self) -> None:
         from contacts.changes import contacts_changed
 
-        from .services import contact_sync, live_updates
+        from .services import contact_sync, job_queue, live_updates
         from .services.retention import ensure_prune_schedule
 
         post_migrate.connect(ensure_prune_schedule, sender=self, dispatch_uid="exchange_sync_prune_schedule")
@@ -18,3 +18,4 @@ class ExchangeSyncConfig(AppConfig):
         )
         contacts_changed.connect(live_updates.contacts_changed, dispatch_uid="exchange_sync_live_contacts")
         contact_sync.run_finished.connect(live_updates.after_run, dispatch_uid="exchange_sync_live_after_run")
+        contact_sync.run_finished.connect(job_queue.after_run, dispatch_uid="exchange_sync_pass_after_run")

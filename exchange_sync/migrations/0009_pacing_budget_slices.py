@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange_sync', '0011_m365_connection'),
+        ('exchange_sync', '0008_m365_connection'),
     ]
 
     operations = [

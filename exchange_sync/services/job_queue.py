@@ -249,7 +249,10 @@ def _sync_pass_user(*, pass_user: PassUser, log: JobQueueLogEntry, fingerprint: 
         alerts.note_run_finished(run=run)
         return _result_of(run)
     PassUser.objects.filter(pk=pass_user.pk).update(run=run)
-    return _result_of(contact_sync.run_contact_sync(run_id=run.pk))
+    run = contact_sync.run_contact_sync(run_id=run.pk)
+    if run.status == RunStatus.RUNNING:  # handed on to its next slice: its last slice records it
+        return None
+    return _result_of(run)
 
 
 def _result_of(run: SyncRun) -> PassResult:
@@ -279,16 +282,36 @@ def run_pass_user(*, log_entry_id: int, user_id: int) -> str:
     result = _sync_pass_user(pass_user=pass_user, log=log, fingerprint=fingerprint)
     if result is None:
         return "left to this pass's own run, still running"
+    if not _finish_pass_user(pass_user=pass_user, result=result):
+        return "skipped: another delivery recorded this user"
+    return f"{result.outcome}: {result.detail}"
+
+
+def _finish_pass_user(*, pass_user: PassUser, result: PassResult) -> bool:
+    """Record the user's outcome unless one is recorded already, then close the pass if it was the
+    last. False: another delivery (or the run's own last slice) recorded it first."""
     with transaction.atomic():
         if not PassUser.objects.filter(pk=pass_user.pk, finished_at__isnull=True).update(
             finished_at=timezone.now(), outcome=result.outcome, detail=result.detail, run_id=result.run_id
         ):
-            return "skipped: another delivery recorded this user"
+            return False
         # The run may have changed the setup (a folder it created): the back-off holds from here.
         _note_backoff(user=pass_user.user, result=result, fingerprint=setup_fingerprint(user=pass_user.user))
-    _renew_entry(log=log)
-    _close_pass(log_id=log.pk)
-    return f"{result.outcome}: {result.detail}"
+    _renew_entry(log=pass_user.log_entry)
+    _close_pass(log_id=pass_user.log_entry_id)
+    return True
+
+
+def after_run(*, run: SyncRun, **_: object) -> None:
+    """contact_sync.run_finished receiver: a pass's user run that went on in slices records its
+    outcome on the pass when its last slice ends (the pass task that started it has returned)."""
+    if run.job_queue_entry_id is None:
+        return
+    pass_user = (
+        PassUser.objects.filter(run=run, finished_at__isnull=True).select_related("user", "log_entry").first()
+    )
+    if pass_user is not None and run.slice > 1:
+        _finish_pass_user(pass_user=pass_user, result=_result_of(run))
 
 
 def _note_backoff(*, user: AbstractBaseUser, result: PassResult, fingerprint: str) -> None:

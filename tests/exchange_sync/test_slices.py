@@ -7,12 +7,26 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
-from exchange_sync.models import ContactLink, ContactSyncSetup, RunStatus, SyncMode, SyncRun, SyncTrigger
-from exchange_sync.services import contact_sync
+from exchange_sync.models import (
+    ContactLink,
+    ContactSyncSetup,
+    ExchangeSyncSetup,
+    JobQueueEntry,
+    JobStatus,
+    LogStatus,
+    PassOutcome,
+    RunStatus,
+    SyncMode,
+    SyncRun,
+    SyncTrigger,
+)
+from exchange_sync.services import contact_sync, job_queue
 from exchange_sync.services.health import run_progress
 from tests.factories import PersonFactory
 from tests.processes import child_environment, start, stop
@@ -61,6 +75,42 @@ def test_a_run_cut_into_slices_goes_on_where_it_stopped_and_moves_the_watermark_
     assert run.graph_requests > first_slice_requests  # counted over every slice
     assert_converged(m365, sync_user, contacts, run)
     assert (run.created, run.linked) == (len(contacts), 0)
+
+
+@pytest.mark.django_db
+def test_a_pass_users_run_in_slices_counts_for_the_pass_when_its_last_slice_ends(settings, m365, sync_user):
+    settings.SYNC_SLICE_SECONDS = 0
+    contacts = PersonFactory.create_batch(400)
+    ExchangeSyncSetup.objects.update_or_create(user=sync_user, defaults={"enabled": True})
+    entry = job_queue.save_job_queue_entry(
+        entry=JobQueueEntry(
+            user=sync_user,
+            object_id_to_run=6700,
+            description="Contact sync",
+            recurring=True,
+            minutes_between_runs=60,
+            earliest_start_at=timezone.now() - timedelta(minutes=1),
+            **dict.fromkeys(JobQueueEntry.WEEKDAY_FIELDS, True),
+        )
+    )
+    job_queue.run_job_queue_entry(entry_id=entry.pk)  # queues the user's task (no worker here)
+    log = entry.log_entries.get()
+
+    # The user's task runs the first slice, which hands on (its next slice is a task of its own).
+    job_queue.run_pass_user(log_entry_id=log.pk, user_id=sync_user.pk)
+    run = SyncRun.objects.get(user=sync_user)
+    assert (run.status, run.slice) == (RunStatus.RUNNING, 2)
+    log.refresh_from_db()
+    assert (log.status, log.users_failed) == (LogStatus.IN_PROCESS, 0)
+    assert JobQueueEntry.objects.get(pk=entry.pk).status == JobStatus.IN_PROCESS
+
+    while run.status == RunStatus.RUNNING:
+        run = contact_sync.run_contact_sync(run_id=run.pk, slice_no=run.slice, queue_next=False)
+    assert_converged(m365, sync_user, contacts, run)
+    log.refresh_from_db()
+    assert (log.status, log.users_synced, log.users_failed) == (LogStatus.SUCCESS, 1, 0)
+    assert log.users.get().outcome == PassOutcome.SYNCED
+    assert JobQueueEntry.objects.get(pk=entry.pk).status == JobStatus.READY
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange_sync', '0010_quiet_sync_indexes'),  # main's latest when this branch merged it
+        ('exchange_sync', '0011_quiet_sync_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

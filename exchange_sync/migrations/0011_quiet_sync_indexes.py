@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('contacts', '0002_countries_and_number_series'),
-        ('exchange_sync', '0012_live_updates'),
+        ('exchange_sync', '0010_live_updates'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
