@@ -14,7 +14,10 @@ def run_job_queue_entry_task(entry_id: int) -> str:
 
 def prune_sync_log_task() -> str:
     result = retention.prune_sync_log()
-    return f"removed {result.log_entries} activity log entries and {result.runs} sync runs"
+    return (
+        f"removed {result.log_entries} activity log entries, {result.runs} sync runs "
+        f"and {result.passes} job queue log entries"
+    )
 
 
 def run_pass_user_task(log_entry_id: int, user_id: int) -> str:

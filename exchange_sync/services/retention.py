@@ -1,4 +1,5 @@
-"""Removing old Activity Log entries and Sync Runs (SYNC_LOG_RETENTION_DAYS), a batch at a time.
+"""Removing old Activity Log entries, Sync Runs and Job Queue Log Entries (SYNC_LOG_RETENTION_DAYS),
+a batch at a time.
 
 Each batch is one bounded DELETE by primary key in its own transaction, so SQLite's single writer
 is never held for long and a sync running meanwhile only waits a moment. Kept whatever their age: a
@@ -18,7 +19,16 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_q.models import Schedule
 
-from ..models import ActivityLog, ContactSyncSetup, RunStatus, SyncIncident, SyncRun
+from ..models import (
+    ActivityLog,
+    ContactSyncSetup,
+    JobQueueLogEntry,
+    LogStatus,
+    PassUser,
+    RunStatus,
+    SyncIncident,
+    SyncRun,
+)
 
 DEFAULT_BATCH_SIZE = 500
 SCHEDULE_NAME = "prune-sync-log"
@@ -29,6 +39,7 @@ TASK_FUNC = "exchange_sync.tasks.prune_sync_log_task"
 class PruneResult:
     log_entries: int
     runs: int
+    passes: int
 
 
 def kept_run_ids() -> set[int]:
@@ -69,11 +80,24 @@ def prune_sync_log(
     runs = SyncRun.objects.filter(queued_at__lt=cutoff).exclude(pk__in=kept)
     # An old run's newer entries go with it; a kept run's entries stay, however old.
     entries = ActivityLog.objects.filter(Q(created_at__lt=cutoff) | Q(run__in=runs)).exclude(run_id__in=kept)
+    newest_pass = (
+        JobQueueLogEntry.objects.filter(entry_id=OuterRef("entry_id"))
+        .order_by("-started_at", "-id")
+        .values("pk")[:1]
+    )
+    passes = (
+        JobQueueLogEntry.objects.filter(started_at__lt=cutoff)
+        .exclude(status=LogStatus.IN_PROCESS)
+        .exclude(pk=Subquery(newest_pass))
+    )
     if dry_run:
-        return PruneResult(log_entries=entries.count(), runs=runs.count())
+        return PruneResult(log_entries=entries.count(), runs=runs.count(), passes=passes.count())
+    log_entries = _delete_in_batches(entries, batch_size=batch_size)
+    run_count = _delete_in_batches(runs, batch_size=batch_size)
+    # A pass's per-user rows first, in batches, so deleting the pass cascades to nothing.
+    _delete_in_batches(PassUser.objects.filter(log_entry__in=passes), batch_size=batch_size)
     return PruneResult(
-        log_entries=_delete_in_batches(entries, batch_size=batch_size),
-        runs=_delete_in_batches(runs, batch_size=batch_size),
+        log_entries=log_entries, runs=run_count, passes=_delete_in_batches(passes, batch_size=batch_size)
     )
 
 

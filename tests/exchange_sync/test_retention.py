@@ -13,7 +13,19 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from exchange_sync import tasks
-from exchange_sync.models import ActivityLog, IncidentKind, Outcome, RunStatus, SyncIncident, SyncRun
+from exchange_sync.models import (
+    ActivityLog,
+    IncidentKind,
+    JobQueueEntry,
+    JobQueueLogEntry,
+    LogStatus,
+    Outcome,
+    PassOutcome,
+    PassUser,
+    RunStatus,
+    SyncIncident,
+    SyncRun,
+)
 from exchange_sync.services import retention
 from tests.factories import SyncRunFactory, UserFactory
 
@@ -61,15 +73,15 @@ def test_old_runs_and_their_log_go_and_the_kept_ones_stay(runs, settings):
     gone = [*runs["ann_old"], runs["bob_old"], runs["cid_old"]]
     kept = [runs[name] for name in ("ann_new", "bob_last", "cid_running", "dan_incident", "dan_last")]
 
-    assert retention.prune_sync_log(dry_run=True) == retention.PruneResult(log_entries=10, runs=5)
+    assert retention.prune_sync_log(dry_run=True) == retention.PruneResult(log_entries=10, runs=5, passes=0)
     assert SyncRun.objects.count() == 10  # a dry run only counts
 
-    assert retention.prune_sync_log() == retention.PruneResult(log_entries=10, runs=5)
+    assert retention.prune_sync_log() == retention.PruneResult(log_entries=10, runs=5, passes=0)
     assert set(SyncRun.objects.all()) == set(kept)
     assert not SyncRun.objects.filter(pk__in=[r.pk for r in gone]).exists()
     assert set(ActivityLog.objects.values_list("run_id", flat=True)) == {r.pk for r in kept}
     assert ActivityLog.objects.count() == 2 * len(kept)
-    assert retention.prune_sync_log() == retention.PruneResult(log_entries=0, runs=0)
+    assert retention.prune_sync_log() == retention.PruneResult(log_entries=0, runs=0, passes=0)
 
 
 def test_a_resolved_incident_no_longer_keeps_its_run(runs):
@@ -88,7 +100,8 @@ def test_a_resolved_incident_no_longer_keeps_its_run(runs):
 def test_small_batches_remove_everything_old_in_bounded_deletes(runs):
     with CaptureQueriesContext(connection) as queries:
         result = retention.prune_sync_log(retention_days=90, batch_size=2)
-    assert result == retention.PruneResult(log_entries=12, runs=6)  # no incident keeps dan's failed run
+    # No incident keeps dan's failed run.
+    assert result == retention.PruneResult(log_entries=12, runs=6, passes=0)
     old = SyncRun.objects.filter(queued_at__lt=timezone.now() - timedelta(days=90))
     assert set(old) == {runs["bob_last"], runs["cid_running"]}
     by_pk = [q["sql"] for q in queries if q["sql"].startswith("DELETE") and '"id" IN' in q["sql"]]
@@ -100,17 +113,26 @@ def test_small_batches_remove_everything_old_in_bounded_deletes(runs):
 
 def test_the_task_uses_the_setting(runs, settings):
     settings.SYNC_LOG_RETENTION_DAYS = 5
-    assert tasks.prune_sync_log_task() == "removed 12 activity log entries and 6 sync runs"
+    assert (
+        tasks.prune_sync_log_task()
+        == "removed 12 activity log entries, 6 sync runs and 0 job queue log entries"
+    )
     # ann's run of 10 days ago is older than 5 days but her last one
     assert set(SyncRun.objects.filter(user__username="ann")) == {runs["ann_new"]}
 
 
 def test_the_command_dry_run_prints_counts_and_removes_nothing(runs, capsys):
     call_command("prune_sync_log", "--dry-run", "--days", "90")
-    assert capsys.readouterr().out == "Would remove 12 activity log entries and 6 sync runs.\n"
+    assert (
+        capsys.readouterr().out
+        == "Would remove 12 activity log entries, 6 sync runs and 0 job queue log entries.\n"
+    )
     assert SyncRun.objects.count() == 10
     call_command("prune_sync_log", "--days", "90")
-    assert capsys.readouterr().out == "Removed 12 activity log entries and 6 sync runs.\n"
+    assert (
+        capsys.readouterr().out
+        == "Removed 12 activity log entries, 6 sync runs and 0 job queue log entries.\n"
+    )
     assert SyncRun.objects.count() == 4
 
 
@@ -123,3 +145,34 @@ def test_the_daily_schedule_exists_after_migrate_once():
     )
     call_command("migrate", verbosity=0)
     assert Schedule.objects.filter(name=retention.SCHEDULE_NAME).count() == 1
+
+
+def test_old_passes_go_with_their_user_rows_and_each_entrys_newest_and_running_passes_stay(settings):
+    settings.SYNC_LOG_RETENTION_DAYS = 90
+    users = [UserFactory(username=name) for name in ("ann", "bob", "cid")]
+    entries = [
+        JobQueueEntry.objects.create(user=users[0], object_id_to_run=6700, description=name)
+        for name in ("daily", "weekly")
+    ]
+
+    def pass_aged(entry, days: int, status=LogStatus.SUCCESS) -> JobQueueLogEntry:
+        log = JobQueueLogEntry.objects.create(
+            entry=entry, started_at=timezone.now() - timedelta(days=days), status=status
+        )
+        PassUser.objects.bulk_create(
+            PassUser(log_entry=log, user=user, outcome=PassOutcome.SYNCED, finished_at=log.started_at)
+            for user in users
+        )
+        return log
+
+    gone = [pass_aged(entries[0], days) for days in (300, 200)]
+    stuck = pass_aged(entries[0], 150, status=LogStatus.IN_PROCESS)  # still in process: kept
+    recent = pass_aged(entries[0], 5)
+    only_old = pass_aged(entries[1], 400)  # the weekly entry's newest pass: kept however old
+
+    assert retention.prune_sync_log(dry_run=True).passes == 2
+    assert retention.prune_sync_log(batch_size=2).passes == 2
+
+    assert set(JobQueueLogEntry.objects.values_list("pk", flat=True)) == {stuck.pk, recent.pk, only_old.pk}
+    assert not PassUser.objects.filter(log_entry_id__in=[log.pk for log in gone]).exists()
+    assert PassUser.objects.count() == 3 * len(users)

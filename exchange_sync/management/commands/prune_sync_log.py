@@ -16,4 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run: bool, days: int | None, **options):
         result = retention.prune_sync_log(retention_days=days, dry_run=dry_run)
         verb = "Would remove" if dry_run else "Removed"
-        self.stdout.write(f"{verb} {result.log_entries} activity log entries and {result.runs} sync runs.")
+        self.stdout.write(
+            f"{verb} {result.log_entries} activity log entries, {result.runs} sync runs "
+            f"and {result.passes} job queue log entries."
+        )
