@@ -160,7 +160,10 @@ def test_the_charts_count_the_runs_of_each_day_by_outcome_and_show_each_duration
         SyncRunFactory(user=ann, status=status, queued_at=now)
     SyncRunFactory(user=ann, queued_at=now - timedelta(days=3))
     SyncRunFactory(user=ann, queued_at=now - timedelta(days=20))  # outside the 14 days
-    slow = SyncRunFactory(user=ann, queued_at=now - timedelta(minutes=5), mode=SyncMode.FULL)
+    # Five minutes earlier, but never yesterday: the day chart counts it today.
+    start_of_today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    earlier = max(now - timedelta(minutes=5), start_of_today)
+    slow = SyncRunFactory(user=ann, queued_at=earlier, mode=SyncMode.FULL)
     SyncRun.objects.filter(pk=slow.pk).update(finished_at=slow.started_at + timedelta(seconds=42))
     page = boss_client.get(HEALTH_URL).content.decode()
 
