@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.management import call_command
 from django.db import connection
 
@@ -156,6 +157,18 @@ def measure_size(
 ) -> list[Result]:
     """Every scenario for N contacts. Runs in the child, whose settings already point at a scratch
     database and the emulator; the parent made sure of both."""
+    control, user = prepare_child(n=n, emulator_url=emulator_url)
+    bench = _Scenarios(user=user, n=n, profile=profile, control=control, progress=progress)
+    # resync_full runs second: it reads the whole folder and so ends with a delta link newer than the
+    # initial Full Sync's own writes. Straight after initial_full, a Sync would read all N of them back
+    # (Graph's delta reports our writes too): that is a one-off cost, not a quiet Sync (README.md).
+    return [bench.initial_full(), bench.resync_full(), bench.quiet_sync(), bench.one_percent_sync()]
+
+
+def prepare_child(*, n: int, emulator_url: str) -> tuple[EmulatorControl, AbstractBaseUser]:
+    """In the child: a migrated scratch database, an empty emulator with the bench mailbox, its
+    user and N Business Central contacts, signed in already (a worker process keeps its access token
+    for an hour, so sign-in is not part of what is timed)."""
     call_command("migrate", verbosity=0)
     control = EmulatorControl(emulator_url)
     control.reset()
@@ -163,13 +176,8 @@ def measure_size(
     user = get_user_model().objects.create_user(username="bench", email=MAILBOX)
     UserCard.objects.create(user=user, microsoft_365_email=MAILBOX)
     _seed_contacts(n=n)
-    # A worker process keeps its access token for an hour, so sign-in is not part of any scenario.
     graph_client_from_settings().token_provider.access_token()
-    bench = _Scenarios(user=user, n=n, profile=profile, control=control, progress=progress)
-    # resync_full runs second: it reads the whole folder and so ends with a delta link newer than the
-    # initial Full Sync's own writes. Straight after initial_full, a Sync would read all N of them back
-    # (Graph's delta reports our writes too): that is a one-off cost, not a quiet Sync (README.md).
-    return [bench.initial_full(), bench.resync_full(), bench.quiet_sync(), bench.one_percent_sync()]
+    return control, user
 
 
 def _seed_contacts(*, n: int) -> None:

@@ -19,16 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
 
-from exchange_sync.graph import BucketRates, graph_client_from_settings
-from exchange_sync.models import RunStatus, SyncMode, SyncRun, SyncTrigger, UserCard
+from exchange_sync.graph import BucketRates
+from exchange_sync.models import RunStatus, SyncMode, SyncRun, SyncTrigger
 from exchange_sync.services import contact_sync
 from m365_emulator.config import EmulatorConfig
-from m365_emulator.control import EmulatorControl, emulator_process
+from m365_emulator.control import emulator_process
 
-from .bench import MAILBOX, Profile, _seed_contacts
+from .bench import MAILBOX, Profile, prepare_child
 from .child import child_env, emulator_login, manage_py
 
 
@@ -83,14 +81,7 @@ def measure_paced(
     *, n: int, emulator_url: str, limit: int, window_s: float, progress: Callable[[str], None]
 ) -> PacedResult:
     """In the child: seed N contacts, then one first Full Sync, slices and all, timed."""
-    call_command("migrate", verbosity=0)
-    control = EmulatorControl(emulator_url)
-    control.reset()
-    control.add_mailbox(MAILBOX)
-    user = get_user_model().objects.create_user(username="bench", email=MAILBOX)
-    UserCard.objects.create(user=user, microsoft_365_email=MAILBOX)
-    _seed_contacts(n=n)
-    graph_client_from_settings().token_provider.access_token()  # sign-in is not part of the run
+    control, user = prepare_child(n=n, emulator_url=emulator_url)
     control.reset_stats()
     started = time.perf_counter()
     run = contact_sync.request_contact_sync(
