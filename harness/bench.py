@@ -11,6 +11,7 @@ run_contact_sync, as the sync_contacts command runs them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -163,6 +164,28 @@ def measure_size(
     # initial Full Sync's own writes. Straight after initial_full, a Sync would read all N of them back
     # (Graph's delta reports our writes too): that is a one-off cost, not a quiet Sync (README.md).
     return [bench.initial_full(), bench.resync_full(), bench.quiet_sync(), bench.one_percent_sync()]
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """The emulator's latency profile: the same three flags in every benchmark command."""
+    parser.add_argument("--latency-ms", type=float, default=150.0, help="per HTTP request (default 150)")
+    parser.add_argument(
+        "--item-latency-ms", type=float, default=40.0, help="per item read or written (default 40)"
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=4,
+        help="concurrent requests and item workers per mailbox (default 4)",
+    )
+
+
+def profile_from_options(options: dict[str, Any]) -> Profile:
+    return Profile(
+        latency_ms=options["latency_ms"],
+        item_latency_ms=options["item_latency_ms"],
+        max_concurrency=options["max_concurrency"],
+    )
 
 
 def prepare_child(*, n: int, emulator_url: str) -> tuple[EmulatorControl, AbstractBaseUser]:

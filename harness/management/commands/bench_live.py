@@ -24,17 +24,11 @@ class Command(BaseCommand):
             help="a scratch database to use (default: a SQLite file in a temp dir)",
         )
         parser.add_argument("--json", type=Path, help="write the result to this file")
-        parser.add_argument("--latency-ms", type=float, default=150.0, help="per HTTP request (default 150)")
-        parser.add_argument("--item-latency-ms", type=float, default=40.0, help="per item (default 40)")
-        parser.add_argument("--max-concurrency", type=int, default=4, help="per mailbox (default 4)")
+        bench.add_profile_arguments(parser)
         parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
 
     def handle(self, *args, **options):
-        profile = bench.Profile(
-            latency_ms=options["latency_ms"],
-            item_latency_ms=options["item_latency_ms"],
-            max_concurrency=options["max_concurrency"],
-        )
+        profile = bench.profile_from_options(options)
         sizes = {"users": options["users"], "contacts_per_user": options["contacts_per_user"]}
         if options["worker_out"] is not None:
             result = live_bench.measure(

@@ -30,13 +30,7 @@ class Command(BaseCommand):
             "for the run and dropped after; default: a scratch SQLite file",
         )
         parser.add_argument("--json", type=Path, help="write the results to this file")
-        parser.add_argument("--latency-ms", type=float, default=150.0, help="per HTTP request (default 150)")
-        parser.add_argument(
-            "--item-latency-ms", type=float, default=40.0, help="per item read or written (default 40)"
-        )
-        parser.add_argument(
-            "--max-concurrency", type=int, default=4, help="concurrent requests per mailbox (default 4)"
-        )
+        bench.add_profile_arguments(parser)
         # The parent runs each size in two child processes of this command with a scratch database.
         parser.add_argument("--worker-seed", type=int, help=argparse.SUPPRESS)
         parser.add_argument("--worker-state", type=Path, help=argparse.SUPPRESS)
@@ -44,11 +38,7 @@ class Command(BaseCommand):
         parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
 
     def handle(self, *args, **options):
-        profile = bench.Profile(
-            latency_ms=options["latency_ms"],
-            item_latency_ms=options["item_latency_ms"],
-            max_concurrency=options["max_concurrency"],
-        )
+        profile = bench.profile_from_options(options)
         if options["worker_seed"] is not None:
             bench_quiet.seed(n=options["worker_seed"], state_file=options["worker_state"])
             return

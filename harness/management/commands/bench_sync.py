@@ -23,27 +23,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--large", action="store_true", help=f"add N={LARGE_SIZE:,}")
         parser.add_argument("--json", type=Path, help="write the results to this file")
-        parser.add_argument("--latency-ms", type=float, default=150.0, help="per HTTP request (default 150)")
-        parser.add_argument(
-            "--item-latency-ms", type=float, default=40.0, help="per item read or written (default 40)"
-        )
-        parser.add_argument(
-            "--max-concurrency",
-            type=int,
-            default=4,
-            help="concurrent requests and item workers per mailbox (default 4)",
-        )
+        bench.add_profile_arguments(parser)
         # The parent runs each size in a child process of this command with a scratch database.
         parser.add_argument("--worker-size", type=int, help=argparse.SUPPRESS)
         parser.add_argument("--worker-emulator-url", help=argparse.SUPPRESS)
         parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
 
     def handle(self, *args, **options):
-        profile = bench.Profile(
-            latency_ms=options["latency_ms"],
-            item_latency_ms=options["item_latency_ms"],
-            max_concurrency=options["max_concurrency"],
-        )
+        profile = bench.profile_from_options(options)
         if options["worker_size"] is not None:
             results = bench.measure_size(
                 n=options["worker_size"],
