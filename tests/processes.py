@@ -43,6 +43,18 @@ def child_environment(var_dir: Path, **variables: str) -> dict[str, str]:
     }
 
 
+def emulator_child_environment(var_dir: Path, emulator_url: str, **variables: str) -> dict[str, str]:
+    """`child_environment` for a process that signs in to this test's emulator with its credentials."""
+    return child_environment(
+        var_dir,
+        M365_EMULATOR_URL=emulator_url,
+        M365_TENANT_ID=settings.M365_TENANT_ID,
+        M365_CLIENT_ID=settings.M365_CLIENT_ID,
+        M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
+        **variables,
+    )
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, *args],

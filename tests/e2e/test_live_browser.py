@@ -13,7 +13,7 @@ from contacts.models import Contact
 from exchange_sync.models import ExchangeSyncSetup, GraphSubscription, RunStatus, SubscriptionStatus, SyncRun
 from exchange_sync.services import contact_sync
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
-from tests.processes import child_environment, start, stop
+from tests.processes import emulator_child_environment, start, stop
 
 from .test_admin_browser import log_in
 
@@ -39,12 +39,9 @@ def test_an_outlook_edit_arrives_in_the_admin_without_a_button(
         first_name="Ada", surname="Lovelace", email="ada@example.com", job_title="Engineer"
     )
     assert contact_sync.validate_exchange_connection(user=ann).ok
-    env = child_environment(
+    env = emulator_child_environment(
         tmp_path,
-        M365_EMULATOR_URL=m365.url,
-        M365_TENANT_ID=settings.M365_TENANT_ID,
-        M365_CLIENT_ID=settings.M365_CLIENT_ID,
-        M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
+        m365.url,
         PUBLIC_BASE_URL=live_server.url,
         Q_WORKERS="2",
     )

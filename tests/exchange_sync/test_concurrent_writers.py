@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.conf import settings
 
 from contacts.models import Contact
 from exchange_sync.models import RunStatus, SyncMode, SyncRun
 from exchange_sync.services import contact_sync
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
-from tests.processes import child_environment, start, stop
+from tests.processes import emulator_child_environment, start, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -26,12 +25,9 @@ USERS = 3
 def test_a_two_worker_cluster_syncing_while_the_web_process_writes_never_finds_the_database_locked(
     m365, tmp_path
 ):
-    env = child_environment(
+    env = emulator_child_environment(
         tmp_path,
-        M365_EMULATOR_URL=m365.url,
-        M365_TENANT_ID=settings.M365_TENANT_ID,
-        M365_CLIENT_ID=settings.M365_CLIENT_ID,
-        M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
+        m365.url,
         Q_SYNC="false",
         # The buttons' runs go to make run's interactive cluster.
         Q_CLUSTER_NAME="interactive",

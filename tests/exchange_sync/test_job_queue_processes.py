@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -34,7 +33,7 @@ from exchange_sync.models import (
 from exchange_sync.services import contact_sync, job_queue
 from exchange_sync.services.contact_sync import setups_for
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
-from tests.processes import child_environment, start, stop
+from tests.processes import emulator_child_environment, start, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -44,12 +43,9 @@ DEADLINE_SECONDS = 120
 @pytest.fixture
 def child_env(m365, tmp_path) -> dict[str, str]:
     """A child process's environment with this test's emulator."""
-    return child_environment(
+    return emulator_child_environment(
         tmp_path,
-        M365_EMULATOR_URL=m365.url,
-        M365_TENANT_ID=settings.M365_TENANT_ID,
-        M365_CLIENT_ID=settings.M365_CLIENT_ID,
-        M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
+        m365.url,
         Q_WORKERS="2",
         Q_SYNC="false",
     )

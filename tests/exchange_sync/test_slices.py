@@ -10,7 +10,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from exchange_sync.models import (
@@ -29,7 +28,7 @@ from exchange_sync.models import (
 from exchange_sync.services import contact_sync, job_queue
 from exchange_sync.services.health import run_progress
 from tests.factories import PersonFactory
-from tests.processes import child_environment, start, stop
+from tests.processes import emulator_child_environment, start, stop
 
 FOLDER = "Business Central"
 DEADLINE_SECONDS = 120
@@ -115,12 +114,9 @@ def test_a_pass_users_run_in_slices_counts_for_the_pass_when_its_last_slice_ends
 
 @pytest.fixture
 def worker_env(m365, tmp_path) -> dict[str, str]:
-    return child_environment(
+    return emulator_child_environment(
         tmp_path,
-        M365_EMULATOR_URL=m365.url,
-        M365_TENANT_ID=settings.M365_TENANT_ID,
-        M365_CLIENT_ID=settings.M365_CLIENT_ID,
-        M365_CLIENT_SECRET=settings.M365_CLIENT_SECRET,
+        m365.url,
         Q_WORKERS="1",
         Q_SYNC="false",
         Q_CLUSTER_NAME="interactive",  # a button's run, and each of its slices, goes to this cluster
