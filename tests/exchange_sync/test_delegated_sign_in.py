@@ -11,13 +11,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from django.db import connection as db_connection
 
 from exchange_sync.graph import SignInRefused, reset_graph_client_cache
 from exchange_sync.models import M365Connection, M365ConnectionStatus, RunStatus, SyncMode
 from exchange_sync.services import contact_sync, m365_connections
 from m365_emulator.control import sign_in
 from tests.certificates import write_certificate
+from tests.exchange_sync.test_m365_connections import raw_table_bytes
 from tests.factories import PersonFactory, UserCardFactory, UserFactory
 
 CALLBACK = "http://127.0.0.1/admin/exchange_sync/exchangesyncsetup/microsoft-365/callback/"
@@ -56,17 +56,6 @@ def stored_tokens(user) -> set[str]:
     }
 
 
-def table_bytes() -> bytes:
-    with db_connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM exchange_sync_m365connection")
-        rows = cursor.fetchall()
-    return b"".join(
-        bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
-        for row in rows
-        for value in row
-    )
-
-
 def sync(user, mode: str = SyncMode.SYNC):
     run = contact_sync.request_contact_sync(user=user, mode=mode, enqueue=False)
     return contact_sync.run_contact_sync(run_id=run.pk)
@@ -78,7 +67,7 @@ def test_connect_then_runs_sign_in_from_the_stored_refresh_token_an_hour_later(d
     assert (connection.account, connection.status) == (ANN, M365ConnectionStatus.CONNECTED)
     first_tokens = stored_tokens(ann)
     assert len(first_tokens) == 2
-    assert not any(token.encode() in table_bytes() for token in first_tokens)  # a raw read finds none
+    assert not any(token.encode() in raw_table_bytes() for token in first_tokens)  # a raw read finds none
 
     assert sync(ann).status == RunStatus.SUCCEEDED
     delegated_m365.emulator.auth.advance_clock(3600)  # the access token is dead at Graph
@@ -88,7 +77,7 @@ def test_connect_then_runs_sign_in_from_the_stored_refresh_token_an_hour_later(d
     assert len(delegated_m365.emulator.outlook(ANN).list_contacts("Business Central")) == 3
     refreshed = stored_tokens(ann)
     assert refreshed.isdisjoint(first_tokens)  # the rotated refresh token was saved
-    assert not any(token.encode() in table_bytes() for token in refreshed)
+    assert not any(token.encode() in raw_table_bytes() for token in refreshed)
     assert M365Connection.objects.get(user=ann).last_used_at is not None
 
 
@@ -151,7 +140,7 @@ def test_a_tampered_answer_stores_nothing(delegated_m365, ann):
 def test_disconnect_deletes_the_tokens_and_runs_then_ask_to_connect(delegated_m365, ann):
     connect(ann)
     assert m365_connections.disconnect(user=ann)
-    assert table_bytes() == b""
+    assert raw_table_bytes() == b""
     with pytest.raises(contact_sync.NeedsReconnecting, match="Connect to Microsoft 365 first"):
         contact_sync.request_contact_sync(user=ann, mode=SyncMode.SYNC, enqueue=False)
 
