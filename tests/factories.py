@@ -10,7 +10,15 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from contacts.models import Contact, ContactType
-from exchange_sync.models import ContactSyncSetup, ExchangeSyncSetup, RunStatus, SyncMode, SyncRun, UserCard
+from exchange_sync.models import (
+    ContactLink,
+    ContactSyncSetup,
+    ExchangeSyncSetup,
+    RunStatus,
+    SyncMode,
+    SyncRun,
+    UserCard,
+)
 
 salesperson_migration = importlib.import_module("exchange_sync.migrations.0004_salesperson_group")
 
@@ -84,6 +92,18 @@ class PersonFactory(factory.django.DjangoModelFactory):
     city = "London"
     post_code = "N1 9GU"
     phone_no = "+44 20 7946 0000"
+
+
+class ContactLinkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ContactLink
+
+    setup = factory.SubFactory(ContactSyncSetupFactory)
+    contact = factory.SubFactory(PersonFactory)
+    contact_no = factory.LazyAttribute(lambda link: link.contact.no)
+    email = factory.LazyAttribute(lambda link: link.contact.search_email)
+    graph_id = factory.Sequence(lambda n: f"AAMk-{n}")
+    change_key = "ck-1"
 
 
 def populate_sync_rows(user) -> None:

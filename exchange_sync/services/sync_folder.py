@@ -236,7 +236,7 @@ def _copy_linked(
             relinked.append(link)
         else:
             copies[str(len(copies) + 1)] = (link, item)
-    ContactLink.objects.bulk_update(relinked, ["graph_id", "change_key", "pending"])
+    ContactLink.objects.write_fields(relinked, ["graph_id", "change_key", "pending"])
     requests = [
         contact_create_request(
             id=request_id,
@@ -255,7 +255,7 @@ def _copy_linked(
                 link = copies[result.id][0]
                 link.graph_id, link.change_key = result.body["id"], result.body.get("changeKey") or ""
                 copied.append(link)
-        ContactLink.objects.bulk_update(copied, ["graph_id", "change_key"])
+        ContactLink.objects.write_fields(copied, ["graph_id", "change_key"])
         for result in results:
             if result.error is not None:
                 raise result.error  # nothing is deleted: the old folder keeps what was not copied

@@ -132,7 +132,7 @@ class OutlookWriter:
             for link in links:
                 link.change_key = change_keys[link.graph_id]
             with transaction.atomic():
-                ContactLink.objects.bulk_update(links, ["change_key"])
+                ContactLink.objects.write_fields(links, ["change_key"])
 
     def apply(self, actions: list[Action]) -> None:
         for window in chunks(actions, GRAPH_WINDOW):
@@ -154,7 +154,7 @@ class OutlookWriter:
         if links.outlook_moved_ids:
             ContactLink.objects.filter(pk__in=links.outlook_moved_ids).update(pending=True, change_key="")
         if links.saved:
-            ContactLink.objects.bulk_update(links.saved, LINK_FIELDS)
+            ContactLink.objects.write_fields(links.saved, LINK_FIELDS)
         if links.created:
             # An upsert on the link's unique (setup, contact): a link left for this contact is taken over.
             ContactLink.objects.bulk_create(
@@ -258,7 +258,7 @@ class OutlookWriter:
             return by_request
         with transaction.atomic():
             ContactLink.objects.bulk_create([link for link in links.values() if link.pk is None])
-            ContactLink.objects.bulk_update(
+            ContactLink.objects.write_fields(
                 [link for link in links.values() if link.pk is not None],
                 ["contact_no", "email", "graph_id", "pending"],
             )
