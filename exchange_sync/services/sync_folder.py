@@ -129,6 +129,11 @@ def look_up_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str
 def prepare_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str, run: SyncRun) -> str:
     """Make the folder the setup names the sync folder (see the module's docstring); returns its id.
     Any change is logged on `run`."""
+    if not (setup.folder_id and setup.folder_mailbox == mailbox):
+        # No folder of the setup's to keep: create it, which adopts one already of that name (Graph
+        # refuses the duplicate). A first Sync spends one request on its folder instead of two.
+        target = client.create_contact_folder(mailbox=mailbox, display_name=setup.folder_name)
+        return _switch_folder(setup=setup, mailbox=mailbox, target=target)
     folder = look_up_folder(client=client, setup=setup, mailbox=mailbox)
     if folder.step == FolderStep.READY:
         return setup.folder_id
@@ -153,13 +158,36 @@ def prepare_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str
             target_id=target["id"],
             move=folder.step == FolderStep.MOVE,
         )
+    return _switch_folder(
+        setup=setup,
+        mailbox=mailbox,
+        target=target,
+        keep_links=folder.step == FolderStep.MOVE,
+        run=run,
+        folder=folder,
+    )
+
+
+def _switch_folder(
+    *,
+    setup: ContactSyncSetup,
+    mailbox: str,
+    target: dict[str, Any],
+    keep_links: bool = False,
+    run: SyncRun | None = None,
+    folder: FolderPlan | None = None,
+) -> str:
+    """Make `target` the setup's folder, to be read from scratch. Links to another folder go unless
+    `keep_links` (their contacts were moved into it); email matching pairs the contacts again. The
+    change is logged on `run` when it replaced the setup's folder (`folder.current`); a first folder,
+    or one found by name, needs no word."""
     with transaction.atomic():
-        if folder.step != FolderStep.MOVE:
+        if not keep_links:
             ContactLink.objects.filter(setup=setup).delete()
         ContactSyncSetup.objects.filter(pk=setup.pk).update(
             folder_id=target["id"], folder_mailbox=mailbox, delta_link="", watermark=None
         )
-        if folder.current is not None:  # a first folder, or one found by name, needs no word
+        if run is not None and folder is not None and folder.current is not None:
             _log(run, folder)
     setup.folder_id, setup.folder_mailbox, setup.delta_link, setup.watermark = target["id"], mailbox, "", None
     return setup.folder_id

@@ -100,6 +100,41 @@ def test_a_first_preview_sends_no_graph_write_and_says_the_folder_will_be_create
     assert ContactSyncSetup.objects.get(user=sync_user).folder_id == ""
 
 
+def test_a_first_sync_creates_the_folder_with_one_request(m365, sync_user, outlook):
+    PersonFactory.create_batch(2)
+    m365.emulator.reset_stats()
+
+    run = sync(sync_user)
+
+    assert run.created == 2
+    assert folder_names(outlook) == [FOLDER]
+    assert m365.emulator.stats()["by_route"]["POST /users/{upn}/contactFolders"] == 1
+    assert "GET /users/{upn}/contactFolders" not in m365.emulator.stats()["by_route"]
+
+
+@pytest.mark.parametrize("name_in_outlook", [FOLDER, FOLDER.upper()])
+def test_a_first_sync_adopts_the_folder_of_its_name_and_links_what_it_holds(
+    m365, sync_user, outlook, name_in_outlook
+):
+    """Outlook compares folder names ignoring case, so a folder left by an earlier setup (or made by
+    hand) is the sync folder: no second folder, its contact linked by email, nothing duplicated."""
+    existing = outlook.create_folder(name_in_outlook)
+    outlook.create_contact(
+        existing["id"],
+        {"givenName": "Ada", "surname": "Lovelace", "emailAddresses": [{"address": "ada@example.com"}]},
+    )
+    PersonFactory(first_name="Ada", surname="Lovelace", email="ada@example.com")
+    PersonFactory(email="grace@example.com")
+
+    run = sync(sync_user)
+
+    assert (run.created, run.linked) == (1, 1)
+    assert folder_names(outlook) == [name_in_outlook]
+    assert ContactSyncSetup.objects.get(user=sync_user).folder_id == existing["id"]
+    assert emails_in(outlook, existing["id"]) == ["ada@example.com", "grace@example.com"]
+    assert not ActivityLog.objects.filter(run=run, action="Sync folder").exists()
+
+
 def test_validate_sends_no_graph_write_and_says_the_folder_will_be_created(m365, sync_user, outlook):
     m365.emulator.reset_stats()
 
