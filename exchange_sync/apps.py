@@ -16,6 +16,6 @@ class ExchangeSyncConfig(AppConfig):
         post_migrate.connect(
             live_updates.ensure_subscription_schedule, sender=self, dispatch_uid="exchange_sync_live_schedule"
         )
-        contacts_changed.connect(live_updates.contacts_changed, dispatch_uid="exchange_sync_live_contacts")
+        contacts_changed.connect(live_updates.contacts_changed, dispatch_uid=live_updates.CONTACTS_RECEIVER)
         contact_sync.run_finished.connect(live_updates.after_run, dispatch_uid="exchange_sync_live_after_run")
         contact_sync.run_finished.connect(job_queue.after_run, dispatch_uid="exchange_sync_pass_after_run")

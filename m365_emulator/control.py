@@ -93,6 +93,7 @@ class EmulatorControl:
 
     def add_certificate(self, pem: str) -> list[dict[str, Any]]:
         return self.call("POST", "/certificates", {"pem": pem})
+
     def subscriptions(self) -> list[dict[str, Any]]:
         return self.call("GET", "/subscriptions")
 

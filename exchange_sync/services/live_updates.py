@@ -91,6 +91,9 @@ def _background_users() -> Iterable[int]:
 
 # --- Business Central side ------------------------------------------------------------------------
 
+# The dispatch_uid under which `contacts_changed` below listens (exchange_sync.apps).
+CONTACTS_RECEIVER = "exchange_sync_live_contacts"
+
 
 def contacts_changed(
     *, contact_ids: frozenset[int], contact_nos: frozenset[str], origins: frozenset, **kwargs: Any
