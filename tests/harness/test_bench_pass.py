@@ -47,6 +47,10 @@ def test_a_small_pass_reports_every_figure_and_syncs_every_user_once(tmp_path):
     assert figures["db_queries_per_user"] > 0
     assert figures["pass_bound_s"] == 0 and figures["ratio_to_bound"] is None  # zero latency
     assert figures["sum_user_runs_s"] >= figures["longest_user_run_s"] > 0
+    # The everyday pass: the pass's own runs send each user's edited contact, no live run beat them to it.
+    assert figures["steady_users_synced"] == USERS
+    assert figures["steady_graph_inner_requests"] == USERS * figures["steady_changed_contacts"]
+    assert figures["read_back_sum_user_runs_s"] > 0
 
 
 def test_a_database_whose_name_does_not_say_bench_is_refused():
