@@ -256,12 +256,12 @@ class OutlookWriter:
                 )
         if not links:
             return by_request
+        # Split before writing: bulk_create sets the primary keys of the links it inserts.
+        new = [link for link in links.values() if link.pk is None]
+        existing = [link for link in links.values() if link.pk is not None]
         with transaction.atomic():
-            ContactLink.objects.bulk_create([link for link in links.values() if link.pk is None])
-            ContactLink.objects.write_fields(
-                [link for link in links.values() if link.pk is not None],
-                ["contact_no", "email", "graph_id", "pending"],
-            )
+            ContactLink.objects.bulk_create(new)
+            ContactLink.objects.write_fields(existing, ["contact_no", "email", "graph_id", "pending"])
         return {
             request_id: (replace(action, link_id=links[request_id].pk), record)
             if request_id in links

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from contacts.models import Contact, ContactType, CountryRegion
 from exchange_sync.graph import reset_graph_client_cache
@@ -1262,3 +1264,25 @@ def test_countries_used_here_exist():
         "SE",
         "DE",
     }
+
+
+# --- what writing costs ------------------------------------------------------------------------------
+
+
+def test_a_first_sync_writes_each_link_twice_in_all_one_statement_per_batch(user, outlook):
+    """Once as its create is sent (the intent), once as its $batch lands: one statement for all the
+    intents, one per $batch of 20, never a statement per contact nor a rewrite of what was inserted."""
+    PersonFactory.create_batch(45)
+
+    with CaptureQueriesContext(connection) as captured:
+        run = ok(sync(user))
+
+    assert counts(run) == {"created": 45}
+    statements = [q["sql"] for q in captured.captured_queries]
+    link_writes = [
+        sql
+        for sql in statements
+        if sql.startswith(("INSERT", "UPDATE")) and '"exchange_sync_contactlink"' in sql.split("(")[0]
+    ]
+    assert len(link_writes) == 1 + 3, link_writes
+    assert ContactLink.objects.filter(graph_id__startswith=CREATING).count() == 0
