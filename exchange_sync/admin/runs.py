@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from ..models import ActivityLog, ContactSyncSetup, Direction, Outcome, RunStatus, SyncMode, SyncRun
-from ..services.health import run_progress
+from ..services.health import run_progress, untaken_run_message
 from .ownership import OwnedByUserAdmin
 
 RUN_LOG_PER_PAGE = 50
@@ -123,6 +123,7 @@ class SyncRunAdmin(OwnedByUserAdmin):
         if run is not None:
             extra["refresh_seconds"] = 0 if run.is_finished else 2
             extra["progress"] = run_progress(run=run)
+            extra["untaken"] = untaken_run_message(run=run)
             extra["run_log"] = run_log_context(request, run)
             extra["activity_log_url"] = (
                 reverse("admin:exchange_sync_activitylog_changelist") + f"?run__id__exact={run.pk}"

@@ -30,6 +30,10 @@ class SyncTrigger(models.TextChoices):
     LIVE = "live", "Live update"
 
 
+# Runs a person started and waits for; live updates and passes are nobody's to wait for.
+PERSON_TRIGGERS = (SyncTrigger.BUTTON, SyncTrigger.ADMIN_ACTION, SyncTrigger.COMMAND)
+
+
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -86,6 +90,16 @@ class SyncRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+    @property
+    def interactive_cluster(self) -> str | None:
+        """The django-q2 cluster that takes this run's tasks when it is the interactive one, else None
+        (the default cluster). django-q2 has no priorities: a run a person asked for (and its later
+        slices) goes to the interactive cluster, whose workers never hold a pass's user runs, so it never
+        waits behind a pass."""
+        if self.trigger in PERSON_TRIGGERS and settings.Q_INTERACTIVE_CLUSTER:
+            return settings.Q_INTERACTIVE_CLUSTER
+        return None
 
     COUNT_FIELDS = (
         "created",

@@ -264,21 +264,14 @@ def _wait_until_quiet(setups) -> None:
         time.sleep(min((requested + settle - now).total_seconds(), (deadline - now).total_seconds()))
 
 
-# Runs a person started and waits for; live updates and passes go to the default cluster.
-PERSON_TRIGGERS = (SyncTrigger.BUTTON, SyncTrigger.ADMIN_ACTION, SyncTrigger.COMMAND)
-
-
 def _enqueue(run: SyncRun, *, slice_no: int = 1) -> None:
-    # django-q2 has no priorities: a run a person asked for (and its later slices) goes to the
-    # interactive cluster, whose workers never hold a pass's user runs, so it never waits behind a pass.
-    interactive = run.trigger in PERSON_TRIGGERS and settings.Q_INTERACTIVE_CLUSTER
     async_task(
         "exchange_sync.tasks.run_contact_sync_task",
         run.pk,
         slice_no,
         task_name=f"contact-sync-{run.pk}" + (f"-slice-{slice_no}" if slice_no > 1 else ""),
         group=f"contact-sync-user-{run.user_id}",
-        cluster=settings.Q_INTERACTIVE_CLUSTER if interactive else None,
+        cluster=run.interactive_cluster,
     )
 
 

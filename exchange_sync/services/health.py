@@ -30,6 +30,9 @@ from ..models import (
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 CHART_DAYS = 14
 DURATION_RUNS = 50  # the finished runs the duration chart shows, latest last
+# A free interactive worker takes a run within a second or two (0.45 s measured mid-pass); one that
+# waits this long has no interactive worker to go to.
+UNTAKEN_AFTER_S = 60
 
 
 def last_success_at(*, user) -> Subquery:
@@ -149,6 +152,8 @@ def _row(user, last_run: SyncRun | None, *, entries, alerted_since, now: datetim
             problems.append(
                 f"Run #{last_run.pk} has given no sign of life for {int(silent.total_seconds())} s."
             )
+    if last_run is not None and (waiting := untaken_run_message(run=last_run, now=now)):
+        problems.append(waiting)
     if setup.enabled and not ready:
         held = [e.get_status_display() for e in entries]
         problems.append(
@@ -246,6 +251,29 @@ class RunProgress:
         if not minutes:
             return f"about {max(seconds, 1)} s left"
         return f"about {minutes} min {seconds} s left" if seconds else f"about {minutes} min left"
+
+
+def untaken_run_message(*, run: SyncRun, now: datetime | None = None) -> str:
+    """Why a run a person started has not started, when no worker has taken it (or its next slice) for
+    UNTAKEN_AFTER_S: the interactive cluster that takes such runs is not running, or too small. ""
+    otherwise, and for runs of the default cluster, which may rightly wait behind a pass."""
+    cluster = run.interactive_cluster
+    if cluster is None:
+        return ""
+    if run.status == RunStatus.QUEUED:
+        waiting_since = run.queued_at
+    elif run.status == RunStatus.RUNNING and run.slice_started_at is None:
+        waiting_since = run.heartbeat_at  # set when the last slice handed on
+    else:
+        return ""
+    waited = ((now or timezone.now()) - waiting_since).total_seconds() if waiting_since else 0
+    if waited < UNTAKEN_AFTER_S:
+        return ""
+    return (
+        f"Run #{run.pk} has waited {int(waited)} s for a worker: the runs people start are taken by the "
+        f"'{cluster}' workers (Q_CLUSTER_NAME={cluster} manage.py qcluster), and none is running or all "
+        "are busy. It starts as soon as one is; ask an administrator to start them."
+    )
 
 
 def run_progress(*, run: SyncRun, now: datetime | None = None) -> RunProgress | None:

@@ -22,6 +22,7 @@ from exchange_sync.models import (
     SyncIncident,
     SyncMode,
     SyncRun,
+    SyncTrigger,
 )
 from exchange_sync.services import contact_sync, job_queue
 from tests.factories import (
@@ -141,6 +142,70 @@ def test_a_stalled_run_and_a_paused_job_queue_entry_need_attention(boss_client, 
     assert f"Run #{run.pk} has given no sign of life for" in found
     assert "Background synchronization is on, but its Job Queue Entry is On Hold." in found
     assert "none" in found  # no next scheduled run
+
+
+def waiting_run(user, *, trigger: str, waited_s: int, **fields) -> SyncRun:
+    """A run queued `waited_s` ago that no worker has finished (`fields` change the rest)."""
+    return SyncRunFactory(
+        **{
+            "user": user,
+            "trigger": trigger,
+            "status": RunStatus.QUEUED,
+            "queued_at": timezone.now() - timedelta(seconds=waited_s),
+            "started_at": None,
+            "finished_at": None,
+            **fields,
+        }
+    )
+
+
+def test_a_persons_run_no_interactive_worker_took_needs_attention_and_says_why(boss_client):
+    ann = UserCardFactory(user=UserFactory(username="ann")).user
+    run = waiting_run(ann, trigger=SyncTrigger.BUTTON, waited_s=95)
+
+    found = rows(boss_client.get(HEALTH_URL).content.decode())["ann"]
+
+    assert (
+        f"Run #{run.pk} has waited 95 s for a worker: the runs people start are taken by the "
+        "'interactive' workers (Q_CLUSTER_NAME=interactive manage.py qcluster), and none is running or "
+        "all are busy." in found
+    )
+
+
+def test_a_later_slice_no_interactive_worker_took_needs_attention_too(boss_client):
+    ann = UserCardFactory(user=UserFactory(username="ann")).user
+    handed_on = timezone.now() - timedelta(seconds=120)
+    run = waiting_run(
+        ann,
+        trigger=SyncTrigger.ADMIN_ACTION,
+        waited_s=300,
+        status=RunStatus.RUNNING,
+        slice=2,
+        heartbeat_at=handed_on,
+    )
+
+    assert (
+        f"Run #{run.pk} has waited 120 s for a worker"
+        in rows(boss_client.get(HEALTH_URL).content.decode())["ann"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("trigger", "waited_s", "interactive_cluster"),
+    [
+        (SyncTrigger.BUTTON, 20, "interactive"),  # a free worker takes it within seconds
+        (SyncTrigger.LIVE, 600, "interactive"),  # the default cluster's: it may wait behind a pass
+        (SyncTrigger.BUTTON, 600, ""),  # one cluster for everything: likewise
+    ],
+)
+def test_a_run_that_may_rightly_wait_is_no_problem(
+    boss_client, settings, trigger, waited_s, interactive_cluster
+):
+    settings.Q_INTERACTIVE_CLUSTER = interactive_cluster
+    ann = UserCardFactory(user=UserFactory(username="ann")).user
+    waiting_run(ann, trigger=trigger, waited_s=waited_s)
+
+    assert "for a worker" not in rows(boss_client.get(HEALTH_URL).content.decode())["ann"]
 
 
 def test_an_open_alert_is_shown_with_its_time(boss_client):

@@ -116,6 +116,24 @@ def test_a_running_run_page_shows_the_phase_bar_and_time_left_and_refreshes(clie
     assert re.search(r"about 1[45] s left", page)
 
 
+def test_a_run_no_worker_took_says_so_on_its_page_and_keeps_refreshing(client, sync_user):
+    run = SyncRunFactory(
+        user=sync_user,
+        status=RunStatus.QUEUED,
+        queued_at=timezone.now() - timedelta(seconds=75),
+        started_at=None,
+        finished_at=None,
+    )
+    client.force_login(sync_user)
+
+    page = client.get(reverse("admin:exchange_sync_syncrun_change", args=[run.pk])).content.decode()
+
+    assert '<meta http-equiv="refresh" content="2">' in page
+    assert "This run is queued… the page refreshes by itself." in page
+    assert f"Run #{run.pk} has waited 75 s for a worker" in page
+    assert "It starts as soon as one is; ask an administrator to start them." in page
+
+
 def log_entries(run, count: int, **fields) -> None:
     ActivityLog.objects.bulk_create(
         ActivityLog(
