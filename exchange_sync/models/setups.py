@@ -214,7 +214,7 @@ class ContactLinkQuerySet(models.QuerySet["ContactLink"]):
         """Write `fields` of links read or saved before, by primary key, in one statement per 500: an
         upsert on the primary key rather than `bulk_update`, which builds a CASE expression per link
         and field and cost a sync run most of its CPU. A link deleted meanwhile would be inserted
-        again, whole; only the run holding the user's claim writes or deletes the user's links."""
+        again, whole; only the run holding the user's claim deletes the user's links."""
         if links:
             self.bulk_create(
                 links, batch_size=500, update_conflicts=True, unique_fields=["pk"], update_fields=fields
