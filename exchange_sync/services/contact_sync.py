@@ -36,6 +36,7 @@ from ..models import (
 from ..sync.engine import SliceEnded, SyncEngine
 from ..sync.filters import FilterError, describe_filter, validate_filter
 from ..sync.planner import MassDeleteBlocked
+from ..sync.reader import DELTA_PAGE_SIZE
 from . import alerts, m365_connections, mailbox_budget, sync_folder
 from .sync_folder import FolderStep
 
@@ -326,6 +327,13 @@ def run_contact_sync(*, run_id: int, slice_no: int = 1, queue_next: bool = True)
                     action="Sync folder", outcome=Outcome.PLANNED, message=folder.sentence(done=False)
                 )
         else:
+            if run.mode == SyncMode.SYNC and setup.delta_link and setup.folder_mailbox == mailbox:
+                # Outlook's changes are asked for while the folder is checked. The folder is nearly
+                # always the same one, so the run waits for one round trip instead of two; when it is
+                # not, its delta link is dropped and the page read ahead goes unused.
+                client.read_ahead_delta(
+                    mailbox=mailbox, delta_link=setup.delta_link, page_size=DELTA_PAGE_SIZE
+                )
             folder_id = sync_folder.prepare_folder(client=client, setup=setup, mailbox=mailbox, run=run)
             engine = SyncEngine(
                 run=run, setup=setup, client=client, mailbox=mailbox, folder_id=folder_id, deadline=deadline

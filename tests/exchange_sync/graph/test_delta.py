@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 
 from exchange_sync.graph import SyncStateExpired
@@ -54,6 +56,71 @@ def test_incremental_round_reports_changes_and_removals_only(emulator, client, m
 def test_expired_delta_link_raises_sync_state_expired(emulator, client, mailbox, folder_id):
     pages, _, _ = run_round(client, mailbox, folder_id, None)
     emulator.emulator.configure(expire_delta_tokens_now=True)
+
+    with pytest.raises(SyncStateExpired):
+        run_round(client, mailbox, folder_id, pages[-1].delta_link)
+
+
+DELTA_ROUTE = "GET /users/{upn}/contactFolders/{fid}/contacts/delta"
+
+
+def delta_requests(emulator) -> int:
+    return emulator.emulator.stats()["by_route"].get(DELTA_ROUTE, 0)
+
+
+class RecordingBudget:
+    """A MailboxBudget that grants everything and remembers what was taken, and in which thread."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[int, int]] = []
+
+    def take(self, *, mailbox: str, requests: int) -> float:
+        self.taken.append((requests, threading.get_ident()))
+        return 0.0
+
+    def block(self, *, mailbox: str, seconds: float) -> None:
+        raise AssertionError("nothing is throttled here")
+
+
+def test_a_round_from_a_link_read_ahead_starts_with_the_page_already_asked_for(
+    emulator, make_client, mailbox, folder_id
+):
+    budget = RecordingBudget()
+    client = make_client(budget=budget)
+    outlook = emulator.emulator.outlook(mailbox)
+    pages, _, _ = run_round(client, mailbox, folder_id, None)
+    edited = outlook.create_contact(folder_id, {"givenName": "A"})["id"]
+    emulator.emulator.reset_stats()
+    budget.taken.clear()
+
+    client.read_ahead_delta(mailbox=mailbox, delta_link=pages[-1].delta_link)
+    client.get_contact_folder(mailbox=mailbox, folder_id=folder_id)  # what a Sync checks meanwhile
+    _, changed, removed = run_round(client, mailbox, folder_id, pages[-1].delta_link)
+
+    assert (set(changed), removed) == ({edited}, set())
+    assert delta_requests(emulator) == 1
+    # Both requests were paid for, each in the calling thread, never in the read-ahead's.
+    assert budget.taken == [(1, threading.get_ident()), (1, threading.get_ident())]
+
+
+def test_a_read_ahead_serves_only_the_next_round_from_its_own_link(emulator, client, mailbox, folder_id):
+    pages, _, _ = run_round(client, mailbox, folder_id, None)
+    emulator.emulator.reset_stats()
+
+    client.read_ahead_delta(mailbox=mailbox, delta_link=pages[-1].delta_link)
+    _, changed, _ = run_round(client, mailbox, folder_id, None)  # a new round: the folder was switched
+    run_round(client, mailbox, folder_id, pages[-1].delta_link)
+    run_round(client, mailbox, folder_id, pages[-1].delta_link)  # used once only
+
+    assert changed == {}
+    assert delta_requests(emulator) == 1 + 1 + 1  # the read-ahead, the new round, the last round
+
+
+def test_a_read_aheads_error_is_raised_by_the_round_that_uses_it(emulator, client, mailbox, folder_id):
+    pages, _, _ = run_round(client, mailbox, folder_id, None)
+    emulator.emulator.configure(expire_delta_tokens_now=True)
+
+    client.read_ahead_delta(mailbox=mailbox, delta_link=pages[-1].delta_link)
 
     with pytest.raises(SyncStateExpired):
         run_round(client, mailbox, folder_id, pages[-1].delta_link)
