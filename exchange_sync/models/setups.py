@@ -208,6 +208,11 @@ class ContactSyncSetup(models.Model):
     def __str__(self) -> str:
         return f"Contact Sync Setup of {self.user}"
 
+    def has_folder_in(self, mailbox: str) -> bool:
+        """Whether the setup has found or made its folder in this mailbox (the User Card's email may
+        have changed since)."""
+        return bool(self.folder_id) and self.folder_mailbox == mailbox
+
 
 class ContactLinkQuerySet(models.QuerySet["ContactLink"]):
     def write_fields(self, links: list[ContactLink], fields: list[str]) -> None:

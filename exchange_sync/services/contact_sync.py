@@ -327,7 +327,7 @@ def run_contact_sync(*, run_id: int, slice_no: int = 1, queue_next: bool = True)
                     action="Sync folder", outcome=Outcome.PLANNED, message=folder.sentence(done=False)
                 )
         else:
-            if run.mode == SyncMode.SYNC and setup.delta_link and setup.folder_mailbox == mailbox:
+            if run.mode == SyncMode.SYNC and setup.delta_link and setup.has_folder_in(mailbox):
                 # Outlook's changes are asked for while the folder is checked. The folder is nearly
                 # always the same one, so the run waits for one round trip instead of two; when it is
                 # not, its delta link is dropped and the page read ahead goes unused.

@@ -110,7 +110,7 @@ class FolderPlan:
 def look_up_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str) -> FolderPlan:
     """What the next Sync will do with the folder. Sends only reads."""
     current = None
-    if setup.folder_id and setup.folder_mailbox == mailbox:
+    if setup.has_folder_in(mailbox):
         current = client.get_contact_folder(mailbox=mailbox, folder_id=setup.folder_id)
     if current is not None and current.get("displayName") == setup.folder_name:
         return FolderPlan(FolderStep.READY, setup.folder_name, current, current)
@@ -129,11 +129,11 @@ def look_up_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str
 def prepare_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str, run: SyncRun) -> str:
     """Make the folder the setup names the sync folder (see the module's docstring); returns its id.
     Any change is logged on `run`."""
-    if not (setup.folder_id and setup.folder_mailbox == mailbox):
+    if not setup.has_folder_in(mailbox):
         # No folder of the setup's to keep: create it, which adopts one already of that name (Graph
         # refuses the duplicate). A first Sync spends one request on its folder instead of two.
         target = client.create_contact_folder(mailbox=mailbox, display_name=setup.folder_name)
-        return _switch_folder(setup=setup, mailbox=mailbox, target=target)
+        return _switch_folder(setup=setup, mailbox=mailbox, target=target, run=run)
     folder = look_up_folder(client=client, setup=setup, mailbox=mailbox)
     if folder.step == FolderStep.READY:
         return setup.folder_id
@@ -162,9 +162,10 @@ def prepare_folder(*, client: GraphClient, setup: ContactSyncSetup, mailbox: str
         setup=setup,
         mailbox=mailbox,
         target=target,
-        keep_links=folder.step == FolderStep.MOVE,
         run=run,
-        folder=folder,
+        keep_links=folder.step == FolderStep.MOVE,
+        # A first folder, or one found by name, needs no word.
+        logged=folder if folder.current is not None else None,
     )
 
 
@@ -173,22 +174,21 @@ def _switch_folder(
     setup: ContactSyncSetup,
     mailbox: str,
     target: dict[str, Any],
+    run: SyncRun,
     keep_links: bool = False,
-    run: SyncRun | None = None,
-    folder: FolderPlan | None = None,
+    logged: FolderPlan | None = None,
 ) -> str:
     """Make `target` the setup's folder, to be read from scratch. Links to another folder go unless
-    `keep_links` (their contacts were moved into it); email matching pairs the contacts again. The
-    change is logged on `run` when it replaced the setup's folder (`folder.current`); a first folder,
-    or one found by name, needs no word."""
+    `keep_links` (their contacts were moved into it); email matching pairs the contacts again.
+    `logged`: the folder change to log on `run`."""
     with transaction.atomic():
         if not keep_links:
             ContactLink.objects.filter(setup=setup).delete()
         ContactSyncSetup.objects.filter(pk=setup.pk).update(
             folder_id=target["id"], folder_mailbox=mailbox, delta_link="", watermark=None
         )
-        if run is not None and folder is not None and folder.current is not None:
-            _log(run, folder)
+        if logged is not None:
+            _log(run, logged)
     setup.folder_id, setup.folder_mailbox, setup.delta_link, setup.watermark = target["id"], mailbox, "", None
     return setup.folder_id
 
