@@ -301,12 +301,12 @@ def drive_pass(
             _check_alive(clusters, var_dir)
             time.sleep(0.2)
         stats = control.stats()
-        steady = _steady_pass(
+        later = _next_two_passes(
             entry=entry, contacts=contacts, control=control, clusters=clusters, var_dir=var_dir
         )
-        progress(f"Next two passes: {steady}")
+        progress(f"Next two passes: {later}")
         groups = {process.pid for process, _ in clusters}  # each started as its own process group
-        steady["workers_cpu_s"] = round(sum(_process_cpu_s(process_groups=groups).values()), 1)
+        later["workers_cpu_s"] = round(sum(_process_cpu_s(process_groups=groups).values()), 1)
     finally:
         _stop(clusters)
     figures = _figures(
@@ -320,10 +320,10 @@ def drive_pass(
         stats=stats,
         queries=queries.count,
     )
-    return dataclasses.replace(figures, **steady)
+    return dataclasses.replace(figures, **later)
 
 
-def _steady_pass(*, entry, contacts: int, control: EmulatorControl, clusters, var_dir: Path) -> dict:
+def _next_two_passes(*, entry, contacts: int, control: EmulatorControl, clusters, var_dir: Path) -> dict:
     """The next two passes. The second pass reads back each user's first-sync creations (Graph's delta
     reports an app's own writes too): a one-off cost, measured on its own. The third is an everyday
     one, 1 % of the contacts edited in Business Central since, so each user's run reads one delta page
@@ -468,7 +468,7 @@ def _figures(*, log, delivered, pressed, users, contacts, workers, profile, stat
             job_queue_entry=log.entry,
             trigger=SyncTrigger.JOB_QUEUE,
             started_at__isnull=False,
-            queued_at__lte=log.ended_at,  # this pass's runs, not the steady pass's
+            queued_at__lte=log.ended_at,  # this pass's runs, not the later passes'
         ).values_list("started_at", "finished_at")
     )
     durations = [(end - start).total_seconds() for start, end in runs if end]
